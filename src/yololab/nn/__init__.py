@@ -1,0 +1,9 @@
+"""Model building: registry, YAML parser, core and research modules."""
+
+from . import block, conv, head  # noqa: F401  (register the core modules)
+from .detector import DetectionModel, fuse_modules
+from .parse import ModelConfigError, load_model_yaml
+from .registry import BuildContext, ModuleSpec, register, registered
+
+__all__ = ["DetectionModel", "ModelConfigError", "BuildContext", "ModuleSpec", "fuse_modules",
+           "load_model_yaml", "register", "registered"]

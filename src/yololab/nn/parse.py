@@ -1,0 +1,188 @@
+"""YAML model files -> ``nn.Module`` layers, with the Ultralytics row format and scaling semantics."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from . import registry
+from .registry import BuildContext
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "cfg" / "models"
+
+
+class ModelConfigError(ValueError):
+    """A model YAML that cannot be built; the message names the file and row."""
+
+
+@dataclass
+class Row:
+    """One parsed YAML row after scaling: what the layer table prints."""
+
+    index: int
+    source: int | list[int]
+    repeats: int
+    module: str
+    args: list
+    params: int
+    channels: int | list[int]
+
+
+def scale_from_name(name: str) -> tuple[str, str | None]:
+    """``yolov8n-p2.yaml`` -> (``yolov8-p2.yaml``, ``n``); names without a scale letter are unchanged."""
+    path = Path(name)
+    m = re.match(r"^(yolo(?:v)?\d+)([nslmx])(.*)$", path.stem)
+    if not m:
+        return name, None
+    return str(path.with_name(m.group(1) + m.group(3) + path.suffix)), m.group(2)
+
+
+def resolve_model_file(name: str | Path) -> tuple[Path, str | None]:
+    """Find a model YAML on disk or among the shipped configs; also return the scale letter in its name."""
+    name = str(name)
+    if not name.endswith((".yaml", ".yml")):
+        name += ".yaml"
+    unified, scale = scale_from_name(name)
+    for candidate in (Path(name), Path(unified), MODELS_DIR / Path(name).name, MODELS_DIR / Path(unified).name):
+        if candidate.is_file():
+            return candidate, scale
+    shipped = ", ".join(sorted(p.name for p in MODELS_DIR.glob("*.yaml")))
+    raise FileNotFoundError(f"model config '{name}' not found on disk or among the shipped configs: {shipped}")
+
+
+def load_model_yaml(source: str | Path | dict) -> dict:
+    """Read a model YAML safely (no Python tags) and record the scale letter implied by its file name."""
+    if isinstance(source, dict):
+        return dict(source)
+    path, scale = resolve_model_file(source)
+    try:
+        cfg = yaml.safe_load(path.read_text())
+    except yaml.constructor.ConstructorError as e:
+        raise ModelConfigError(f"{path}: unsafe or unknown YAML tag ({e.problem}); only plain YAML is allowed") from None
+    except yaml.YAMLError as e:
+        raise ModelConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(cfg, dict) or "backbone" not in cfg or "head" not in cfg:
+        raise ModelConfigError(f"{path}: a model YAML needs 'backbone' and 'head' lists")
+    cfg.setdefault("scale", scale)
+    cfg["yaml_file"] = str(path)
+    return cfg
+
+
+def _literal(value: Any, names: dict[str, Any]) -> Any:
+    """YAML arg -> value: known names (``nc``) are substituted, other strings parsed as literals if possible."""
+    if not isinstance(value, str):
+        return value
+    if value in names:
+        return names[value]
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+
+
+def _scales(cfg: dict) -> tuple[str | None, float, float, int]:
+    scales = cfg.get("scales")
+    scale = cfg.get("scale")
+    if scales:
+        if scale is None:
+            scale = next(iter(scales))
+        if scale not in scales:
+            raise ModelConfigError(f"scale '{scale}' not in the file's scales {list(scales)}")
+        depth, width, max_channels = scales[scale]
+        return scale, float(depth), float(width), int(max_channels)
+    return None, float(cfg.get("depth_multiple", 1.0)), float(cfg.get("width_multiple", 1.0)), 1 << 31
+
+
+def _absolute_sources(source: Any, i: int) -> list[int]:
+    items = source if isinstance(source, list) else [source]
+    out = []
+    for s in items:
+        if not isinstance(s, int):
+            raise ModelConfigError(f"'from' must be an int or a list of ints, got {s!r}")
+        j = s if s >= 0 else i + s
+        if not 0 <= j < i and not (i == 0 and s == -1):
+            raise ModelConfigError(f"'from' index {s} points outside rows 0..{i - 1}")
+        out.append(j)
+    return out
+
+
+def build_layers(cfg: dict, ch: int = 3) -> tuple[nn.Sequential, list[int], list[Row], BuildContext]:
+    """Build the layers of a model dict; return (layers, saved row indices, layer table, context)."""
+    scale, depth, width, max_channels = _scales(cfg)
+    nc = int(cfg.get("nc", 80))
+    rows_yaml = list(cfg["backbone"]) + list(cfg["head"])
+    modern = any(isinstance(r, list) and len(r) == 4 and _is_modern(r[2]) for r in rows_yaml)
+    ctx = BuildContext(scale, depth, width, max_channels, nc, int(cfg.get("reg_max", 16)), not modern)
+    names = {"nc": nc}
+    channels: list[Any] = []
+    layers, save, table = [], set(), []
+    for i, row in enumerate(rows_yaml):
+        where = f"{cfg.get('yaml_file', 'model')} row {i} {row}"
+        try:
+            layer, info = _build_row(i, row, channels, ch, ctx, names)
+        except ModelConfigError as e:
+            raise ModelConfigError(f"{where}: {e}") from None
+        except (KeyError, TypeError, ValueError, AssertionError, RuntimeError) as e:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise ModelConfigError(f"{where}: {type(e).__name__}: {msg}") from None
+        layers.append(layer)
+        channels.append(info.channels)
+        table.append(info)
+        save.update(j for j in (info.source if isinstance(info.source, list) else [info.source]) if j != -1)
+    return nn.Sequential(*layers), sorted(save), table, ctx
+
+
+def _is_modern(name: Any) -> bool:
+    try:
+        return isinstance(name, str) and registry.get(name).modern_head
+    except KeyError:
+        return False
+
+
+def _build_row(i: int, row: Any, channels: list, ch_in: int, ctx: BuildContext,
+               names: dict) -> tuple[nn.Module, Row]:
+    if not isinstance(row, list) or len(row) != 4:
+        raise ModelConfigError("a row must be [from, repeats, module, args]")
+    source, repeats, name, args = row
+    if not isinstance(args, list):
+        raise ModelConfigError("args must be a list")
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ModelConfigError(f"repeats must be a positive int, got {repeats!r}")
+    spec = registry.get(str(name))
+    sources = _absolute_sources(source, i)
+    c_in = [channels[j] for j in sources] if i else [ch_in]
+    c_in = c_in if isinstance(source, list) else c_in[0]
+    n = ctx.depth_of(repeats)
+    args = [_literal(a, names) for a in args]
+    if spec.scales_c2:
+        if not args or not isinstance(args[0], int):
+            raise ModelConfigError(f"{name} expects an output width as its first arg, got {args}")
+        args[0] = ctx.width_of(args[0])
+    if spec.takes_c1:
+        if isinstance(c_in, list):
+            raise ModelConfigError(f"{name} takes one input but 'from' lists {len(c_in)}")
+        args = [c_in, *args]
+    if spec.takes_repeats:
+        args.insert(2 if spec.takes_c1 else 1, n)
+    if spec.prepare is not None:
+        args = spec.prepare(args, c_in, ctx)
+    try:
+        if spec.takes_repeats or n == 1:
+            layer = spec.cls(*args)
+        else:
+            layer = nn.Sequential(*(spec.cls(*args) for _ in range(n)))
+    except TypeError as e:
+        raise ModelConfigError(f"{name}{tuple(args)}: wrong arguments ({e})") from None
+    params = sum(p.numel() for p in layer.parameters())
+    out = spec.channels(c_in, args)
+    # -1 stays relative (the running tensor); other sources become absolute row indices
+    routed = [-1 if s == -1 else j for s, j in zip(source if isinstance(source, list) else [source], sources)]
+    layer.i, layer.f, layer.type = i, (routed if isinstance(source, list) else routed[0]), spec.name
+    info = Row(i, layer.f, n, spec.name, list(row[3]), params, out)
+    return layer, info

@@ -1,0 +1,162 @@
+"""Module registry: every YAML module name maps to a class plus a declaration of how it is wired.
+
+The parser never special-cases a class. Instead each registered module says:
+
+- ``takes_c1``: the input channel count ``ch[from]`` is prepended to the YAML args;
+- ``scales_c2``: the first YAML arg is an output width, scaled by the file's width multiple;
+- ``takes_repeats``: the depth-scaled repeat count is inserted after ``c1, c2`` and the row is
+  built once (otherwise ``repeats > 1`` builds an ``nn.Sequential`` of copies);
+- ``out_channels(c_in, args)``: output channels (an int, or a list for multi-output rows);
+- ``prepare(args, c_in, ctx)``: optional hook run after the default wiring, to rewrite the final
+  constructor args (scale-dependent rules, heads that take the list of input channels).
+- ``modern_head``: a model containing this module gets the YOLO11 class-branch layout in Detect.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+ChannelsFn = Callable[[Any, list], "int | list[int]"]
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a ``prepare`` hook may read about the model being built."""
+
+    scale: str | None
+    depth: float
+    width: float
+    max_channels: int
+    nc: int
+    reg_max: int = 16
+    legacy_head: bool = True
+
+    def width_of(self, c: int) -> int:
+        """Scale a nominal channel count like the YAML parser does: ceil(min(c, max) * width / 8) * 8."""
+        return make_divisible(min(c, self.max_channels) * self.width, 8)
+
+    def depth_of(self, n: int) -> int:
+        """Scale a nominal repeat count: Python ``round`` (banker's), only when n > 1."""
+        return max(round(n * self.depth), 1) if n > 1 else n
+
+
+def make_divisible(x: float, divisor: int = 8) -> int:
+    """Smallest multiple of ``divisor`` that is >= ``x``."""
+    return int(math.ceil(x / divisor) * divisor)
+
+
+@dataclass
+class ModuleSpec:
+    """How one registered module is wired by the YAML parser."""
+
+    name: str
+    cls: type[nn.Module]
+    takes_c1: bool = False
+    scales_c2: bool = False
+    takes_repeats: bool = False
+    out_channels: ChannelsFn | None = None
+    prepare: Callable[[list, Any, "BuildContext"], list] | None = None
+    modern_head: bool = False
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def channels(self, c_in: Any, args: list) -> int | list[int]:
+        """Output channels of a row built with final constructor ``args`` from inputs ``c_in``."""
+        if self.out_channels is not None:
+            return self.out_channels(c_in, args)
+        if self.scales_c2:
+            return args[1] if self.takes_c1 else args[0]
+        return c_in
+
+
+_REGISTRY: dict[str, ModuleSpec] = {}
+
+
+def register(
+    name_or_cls: str | type | None = None,
+    *,
+    takes_c1: bool | None = None,
+    scales_c2: bool | None = None,
+    takes_repeats: bool = False,
+    out_channels: ChannelsFn | None = None,
+    prepare: Callable[[list, Any, "BuildContext"], list] | None = None,
+    modern_head: bool = False,
+    description: str | None = None,
+    replace: bool = False,
+):
+    """Register an ``nn.Module`` class for use in model YAML; usable as ``@register`` or ``@register(...)``.
+
+    By default a module is wired like a convolution: ``takes_c1`` and ``scales_c2`` are True, so the
+    YAML args are ``[c2, *rest]`` and the constructor is ``cls(c1, c2, *rest)``.
+    """
+
+    def decorator(cls: type, name: str | None = None) -> type:
+        key = name or cls.__name__
+        if key in _REGISTRY and not replace and _REGISTRY[key].cls is not cls:
+            raise ValueError(f"module '{key}' is already registered ({_REGISTRY[key].cls.__module__}); "
+                             "pass replace=True to override it")
+        doc = (cls.__doc__ or "").strip().splitlines()
+        _REGISTRY[key] = ModuleSpec(
+            name=key,
+            cls=cls,
+            takes_c1=True if takes_c1 is None else takes_c1,
+            scales_c2=True if scales_c2 is None else scales_c2,
+            takes_repeats=takes_repeats,
+            out_channels=out_channels,
+            prepare=prepare,
+            modern_head=modern_head,
+            description=description if description is not None else (doc[0] if doc else ""),
+        )
+        return cls
+
+    if isinstance(name_or_cls, type):
+        return decorator(name_or_cls)
+    return lambda cls: decorator(cls, name_or_cls)
+
+
+# torch.nn modules usable in YAML as ``nn.<Name>``: args are passed verbatim, channels unchanged.
+_TORCH_ALLOWED = {
+    "Upsample", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Identity", "ZeroPad2d",
+    "Dropout", "ReLU", "SiLU", "GELU", "Hardswish", "LeakyReLU", "PixelShuffle", "PixelUnshuffle",
+}
+
+
+def get(name: str) -> ModuleSpec:
+    """Return the spec of a registered module, or raise ``KeyError`` with close-name suggestions."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name.startswith("nn.") and name[3:] in _TORCH_ALLOWED:
+        return _torch_spec(name[3:])
+    if name == "nn.BatchNorm2d":
+        return ModuleSpec(name=name, cls=nn.BatchNorm2d, takes_c1=True, description="torch BatchNorm2d")
+    candidates = list(_REGISTRY) + [f"nn.{n}" for n in _TORCH_ALLOWED]
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise KeyError(f"unknown module '{name}'.{hint} Register your own with @yololab.register in a file "
+                   "passed as plugins=my_modules.py (see `yololab modules` for the list).")
+
+
+def _torch_spec(name: str) -> ModuleSpec:
+    cls = getattr(nn, name)
+    out = None
+    if name == "PixelShuffle":
+        out = lambda c, a: c // (a[0] ** 2)  # noqa: E731
+    elif name == "PixelUnshuffle":
+        out = lambda c, a: c * (a[0] ** 2)  # noqa: E731
+    return ModuleSpec(name=f"nn.{name}", cls=cls, takes_c1=False, scales_c2=False, out_channels=out,
+                      description=f"torch.nn.{name} (args passed verbatim)")
+
+
+def registered() -> dict[str, ModuleSpec]:
+    """All registered modules by YAML name (torch.nn allow-list excluded)."""
+    return dict(sorted(_REGISTRY.items()))
+
+
+def torch_allowed() -> list[str]:
+    """The ``nn.*`` names a YAML may use."""
+    return sorted(f"nn.{n}" for n in _TORCH_ALLOWED)
