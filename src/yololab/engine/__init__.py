@@ -1,0 +1,1 @@
+"""Training, validation, prediction and export engines."""

@@ -1,0 +1,58 @@
+"""Model cost: parameters, GFLOPs (PyTorch's own FLOP counter) and latency."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (trainable or not)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _input_for(model: nn.Module, imgsz: int | tuple[int, int], batch: int = 1) -> torch.Tensor:
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+    p = next(model.parameters(), None)
+    ch = getattr(model, "yaml", {}).get("ch", 3) if isinstance(getattr(model, "yaml", None), dict) else 3
+    return torch.zeros(batch, ch, h, w, device=p.device if p is not None else "cpu")
+
+
+def count_gflops(model: nn.Module, imgsz: int | tuple[int, int] = 640) -> float:
+    """GFLOPs of one eval-mode forward at batch 1, counted by ``torch.utils.flop_counter.FlopCounterMode``."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(_input_for(model, imgsz))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / 1e9
+
+
+def measure_latency(model: nn.Module, imgsz: int | tuple[int, int] = 640, *, batch: int = 1, warmup: int = 3,
+                    runs: int = 20, fuse: bool = True) -> dict[str, float]:
+    """Median and p90 eval-mode latency in milliseconds (a fused copy by default)."""
+    model = copy.deepcopy(model).eval()
+    if fuse and callable(getattr(model, "fuse", None)):
+        model.fuse()
+    x = _input_for(model, imgsz, batch)
+    cuda = x.is_cuda
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            model(x)
+            if cuda:
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return {"median_ms": statistics.median(times), "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))]}
