@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .api import YOLO  # noqa: E402
 from .nn.registry import register  # noqa: E402
 
-__all__ = ["__version__", "register"]
+__all__ = ["YOLO", "__version__", "register"]

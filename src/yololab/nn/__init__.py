@@ -1,6 +1,7 @@
 """Model building: registry, YAML parser, core and research modules."""
 
 from . import block, conv, head  # noqa: F401  (register the core modules)
+from . import slimneck, split_conv  # noqa: F401  (GSConv / VoV-GSCSP, SPConv)
 from .detector import DetectionModel, fuse_modules
 from .parse import ModelConfigError, load_model_yaml
 from .registry import BuildContext, ModuleSpec, register, registered

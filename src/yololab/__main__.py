@@ -1,0 +1,7 @@
+"""``python -m yololab`` (used by ``torchrun -m yololab train ...``)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

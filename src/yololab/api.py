@@ -1,0 +1,82 @@
+"""Python API: ``YOLO("yolov8n.yaml")`` or ``YOLO("runs/train/weights/best.pt")``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .nn import DetectionModel
+from .utils.profile import count_gflops, count_params
+
+
+class YOLO:
+    """A detector and the commands that act on it; ``.model`` is the ``nn.Module``."""
+
+    def __init__(self, model: str | Path | dict | nn.Module = "yolov8n.yaml", nc: int | None = None,
+                 plugins: str | list | None = None):
+        if plugins:
+            from .plugins import load_plugins
+
+            load_plugins(plugins)
+        self.checkpoint: dict | None = None
+        self.source = model if isinstance(model, (str, Path)) else None
+        if isinstance(model, nn.Module):
+            self.model = model
+        elif str(model).endswith(".pt"):
+            from .checkpoint import load_checkpoint, model_from_checkpoint
+
+            self.checkpoint = load_checkpoint(model)
+            self.model = model_from_checkpoint(self.checkpoint)
+        else:
+            self.model = DetectionModel(model, nc=nc)
+
+    @property
+    def names(self) -> dict[int, str]:
+        return self.model.names
+
+    def info(self, imgsz: int = 640, verbose: bool = True) -> dict[str, Any]:
+        """Layer table and totals: ``{"params", "gflops", "layers", "rows"}``; prints the table if verbose."""
+        summary = model_summary(self.model, imgsz)
+        if verbose:
+            print(format_summary(summary))
+        return summary
+
+    def fuse(self) -> "YOLO":
+        """Fold BatchNorms and re-parameterizable branches in place (eval-time equivalent)."""
+        self.model.fuse()
+        return self
+
+
+def model_summary(model: DetectionModel, imgsz: int = 640) -> dict[str, Any]:
+    """JSON-able summary of a DetectionModel: per-row table, parameter count and GFLOPs at ``imgsz``."""
+    rows = [
+        {"index": r.index, "from": r.source, "repeats": r.repeats, "module": r.module, "args": r.args,
+         "params": r.params, "channels": r.channels}
+        for r in model.info()
+    ]
+    return {
+        "model": str(model.yaml.get("yaml_file", "")),
+        "scale": model.yaml.get("scale"),
+        "nc": model.nc,
+        "imgsz": imgsz,
+        "layers": len(rows),
+        "params": count_params(model),
+        "gflops": round(count_gflops(model, imgsz), 4),
+        "strides": [int(s) for s in model.stride.tolist()],
+        "rows": rows,
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The layer table as aligned text."""
+    head = f"{'':>3} {'from':>14} {'n':>3} {'params':>10} {'out':>14}  {'module':<16} args"
+    lines = [head]
+    for r in summary["rows"]:
+        lines.append(f"{r['index']:>3} {str(r['from']):>14} {r['repeats']:>3} {r['params']:>10,} "
+                     f"{str(r['channels']):>14}  {r['module']:<16} {r['args']}")
+    scale = f" (scale {summary['scale']})" if summary["scale"] else ""
+    lines.append(f"{Path(summary['model']).name}{scale}: {summary['layers']} layers, {summary['params']:,} params, "
+                 f"{summary['gflops']:.2f} GFLOPs at {summary['imgsz']}, strides {summary['strides']}")
+    return "\n".join(lines)

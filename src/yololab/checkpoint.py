@@ -1,0 +1,79 @@
+"""Checkpoints: plain state_dicts plus JSON-able metadata, written atomically, loaded with weights_only."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "yololab-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable yololab checkpoint."""
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded in every checkpoint."""
+    from . import __version__
+
+    return {"yololab": __version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], meta: dict[str, Any],
+                    **extra: Any) -> Path:
+    """Write ``{format, model, meta, **extra}`` to ``path`` atomically (temp file in the same folder + rename).
+
+    ``meta`` must be JSON-able (model YAML dict, names, args, epoch, metrics); ``extra`` may hold more
+    state_dicts and tensors (EMA, optimizer, scaler, RNG states) — never arbitrary Python objects.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {**meta, "versions": versions(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model_state, "meta": meta, **extra}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``: tensors and plain containers only."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a safe yololab checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a yololab checkpoint (no '{FORMAT}' marker)")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any] | str | Path):
+    """Rebuild the DetectionModel described by a checkpoint's metadata and load its weights."""
+    from .nn import DetectionModel
+
+    if not isinstance(ckpt, dict):
+        ckpt = load_checkpoint(ckpt)
+    meta = ckpt["meta"]
+    model = DetectionModel(meta["model_yaml"])
+    model.load_state_dict(ckpt["model"])
+    if meta.get("names"):
+        model.names = {int(k): v for k, v in meta["names"].items()}
+    return model.float().eval()

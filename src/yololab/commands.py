@@ -1,0 +1,35 @@
+"""The ``yololab`` commands: thin functions from merged settings to the engines."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .cli import command
+
+
+def _load_model(settings: dict[str, Any]):
+    from .api import YOLO
+
+    return YOLO(settings["model"], nc=settings.get("nc"))
+
+
+@command("info", ("model", "imgsz", "nc", "plugins"), "layer table, parameters and GFLOPs of a model")
+def info(s: dict[str, Any]) -> dict:
+    yolo = _load_model(s)
+    summary = yolo.info(imgsz=int(s["imgsz"]), verbose=not s["json"])
+    return summary
+
+
+@command("modules", ("plugins",), "list the registered modules with a one-line description")
+def modules(s: dict[str, Any]) -> dict:
+    from .nn.registry import registered, torch_allowed
+
+    specs = registered()
+    if not s["json"]:
+        width = max(len(n) for n in specs)
+        for name, spec in specs.items():
+            flags = "".join(f for f, on in (("c", spec.takes_c1), ("w", spec.scales_c2), ("n", spec.takes_repeats)) if on)
+            print(f"{name:<{width}}  [{flags:<3}] {spec.description}")
+        print(f"\ntorch.nn allow-list: {', '.join(torch_allowed())}")
+        print("flags: c = takes input channels, w = first arg is a scaled width, n = takes the repeat count")
+    return {"modules": {n: s.description for n, s in specs.items()}, "torch": torch_allowed()}
