@@ -1,0 +1,18 @@
+"""Shared test fixtures and paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def shared_dataset(name: str) -> Path:
+    """Path of a dataset in ../shared/datasets, or skip the test with the reason."""
+    path = SHARED / "datasets" / name
+    if not (path / "data.yaml").is_file():
+        pytest.skip(f"../shared/datasets/{name} not present")
+    return path
