@@ -1,0 +1,112 @@
+"""``yololab check-data``: images and boxes per split and class, COCO size buckets, every problem found;
+and the label-distribution plot saved in training runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import load_data_config
+from .labels import load_labels
+from .report import PROBLEM_KINDS
+
+SMALL_MAX, MEDIUM_MAX = 32, 96  # COCO size buckets: area < 32^2 small, < 96^2 medium, else large
+
+
+def box_sizes_at(labels: list[dict], imgsz: int) -> np.ndarray:
+    """``(n, 2)`` widths and heights in pixels of all boxes once their image is resized to ``imgsz`` (long side)."""
+    sizes = [lb["bboxes"][:, 2:] * (np.array(lb["shape"][::-1], np.float32) * imgsz / max(lb["shape"]))
+             for lb in labels]
+    return np.concatenate(sizes) if sizes else np.zeros((0, 2), np.float32)
+
+
+def size_buckets(wh: np.ndarray) -> dict[str, int]:
+    """Counts of small (area < 32^2), medium (< 96^2) and large boxes."""
+    area = wh[:, 0] * wh[:, 1]
+    small, medium = area < SMALL_MAX ** 2, area < MEDIUM_MAX ** 2
+    return {"small": int(small.sum()), "medium": int((medium & ~small).sum()), "large": int((~medium).sum())}
+
+
+def split_statistics(labels: list[dict], names: dict[int, str], imgsz: int) -> dict[str, Any]:
+    """Images, boxes, background images, per-class images/boxes and size buckets of one split."""
+    cls = [lb["cls"].reshape(-1).astype(int) for lb in labels]
+    all_cls = np.concatenate(cls) if cls else np.zeros(0, int)
+    per_class = {name: {"images": sum(int((c == i).any()) for c in cls), "boxes": int((all_cls == i).sum())}
+                 for i, name in names.items()}
+    return {"images": len(labels), "boxes": int(len(all_cls)), "background_images": sum(len(c) == 0 for c in cls),
+            "per_class": per_class, "sizes": size_buckets(box_sizes_at(labels, imgsz))}
+
+
+def check_data(data: str | Path, imgsz: int = 640) -> dict[str, Any]:
+    """Statistics and problems of every split of a dataset, as one JSON-able dict.
+
+    ``{"data", "root", "imgsz", "names", "splits": {split: {"files", "images", "boxes", "background_images",
+    "per_class", "sizes"}}, "problems": {split: {"counts", "entries"}}}``; sizes are measured with each
+    image resized to ``imgsz`` (long side), as in training.
+    """
+    cfg = load_data_config(data)
+    result: dict[str, Any] = {"data": str(cfg.yaml_file), "root": str(cfg.root), "imgsz": int(imgsz),
+                              "names": {str(k): v for k, v in cfg.names.items()}, "splits": {}, "problems": {}}
+    for split in ("train", "val", "test"):
+        files = cfg.split(split)
+        if not files:
+            continue
+        labels, report = load_labels(files, cfg.nc)
+        result["splits"][split] = {"files": len(files), **split_statistics(labels, cfg.names, imgsz)}
+        result["problems"][split] = report.to_dict()
+    return result
+
+
+def format_check_report(result: dict[str, Any], max_entries: int = 20) -> str:
+    """Human-readable form of ``check_data``'s result; at most ``max_entries`` files listed per problem kind."""
+    lines = [f"dataset {result['data']} (sizes at imgsz {result['imgsz']})"]
+    for split, st in result["splits"].items():
+        sizes = st["sizes"]
+        lines.append(f"\n{split}: {st['images']:,} images ({st['files']:,} files, {st['background_images']:,} "
+                     f"background), {st['boxes']:,} boxes; small {sizes['small']:,} / medium {sizes['medium']:,} / "
+                     f"large {sizes['large']:,}")
+        width = max(len(n) for n in st["per_class"])
+        for name, c in st["per_class"].items():
+            lines.append(f"  {name:<{width}}  {c['images']:>7,} images  {c['boxes']:>8,} boxes")
+        problems = result["problems"][split]
+        if not problems["counts"]:
+            lines.append("  no problems found")
+        for kind, count in problems["counts"].items():
+            lines.append(f"  {count:,} {kind}: {PROBLEM_KINDS[kind]}")
+            entries = [e for e in problems["entries"] if e["kind"] == kind]
+            lines += [f"      {e['file']}: {e['message']}" for e in entries[:max_entries]]
+            if len(entries) > max_entries:
+                lines.append(f"      ... {len(entries) - max_entries:,} more (json=true lists all)")
+    return "\n".join(lines)
+
+
+def plot_label_distribution(labels: list[dict], names: dict[int, str], path: str | Path, imgsz: int = 640) -> Path:
+    """PNG with the box count per class and the histogram of box sizes (sqrt of area at ``imgsz``) with the
+    small/medium/large bounds."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    cls = np.concatenate([lb["cls"].reshape(-1) for lb in labels]).astype(int) if labels else np.zeros(0, int)
+    side = np.sqrt(np.prod(box_sizes_at(labels, imgsz), 1))
+    fig = Figure(figsize=(10, 4), layout="tight")
+    FigureCanvasAgg(fig)
+    ax_cls, ax_size = fig.subplots(1, 2)
+    ax_cls.bar(list(names.values()), np.bincount(cls, minlength=len(names))[:len(names)], color="tab:blue")
+    ax_cls.set_title(f"boxes per class ({len(cls):,} boxes, {len(labels):,} images)")
+    ax_cls.tick_params(axis="x", labelrotation=90 if len(names) > 10 else 0)
+    bins = np.geomspace(1, max(imgsz, 2), 40)
+    ax_size.hist(side, bins=bins, color="tab:orange")
+    ax_size.set_xscale("log")
+    for bound in (SMALL_MAX, MEDIUM_MAX):
+        ax_size.axvline(bound, color="k", linestyle="--", linewidth=1)
+        ax_size.text(bound, ax_size.get_ylim()[1] * 0.97, f" {bound} px", fontsize=8, va="top")
+    buckets = size_buckets(box_sizes_at(labels, imgsz))
+    ax_size.set_title(f"box size at imgsz {imgsz}: small {buckets['small']:,} / medium {buckets['medium']:,} / "
+                      f"large {buckets['large']:,}", fontsize=10)
+    ax_size.set_xlabel("sqrt(box area) in pixels")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
