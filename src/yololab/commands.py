@@ -33,3 +33,31 @@ def modules(s: dict[str, Any]) -> dict:
         print(f"\ntorch.nn allow-list: {', '.join(torch_allowed())}")
         print("flags: c = takes input channels, w = first arg is a scaled width, n = takes the repeat count")
     return {"modules": {n: s.description for n, s in specs.items()}, "torch": torch_allowed()}
+
+
+@command("check-data", ("data", "imgsz"), "images, boxes, object sizes and every problem of a dataset")
+def check_data(s: dict[str, Any]) -> dict:
+    from .data import check_data as check, format_check_report
+
+    result = check(s["data"], imgsz=int(s["imgsz"]))
+    if not s["json"]:
+        print(format_check_report(result))
+    return result
+
+
+@command("convert", ("source", "to", "out", "images"), "convert a dataset between YOLO txt, COCO json and VOC xml")
+def convert(s: dict[str, Any]) -> dict:
+    from .cfg import ConfigError
+    from .data import convert as run_convert
+
+    missing = [k for k in ("source", "to", "out") if not s.get(k)]
+    if missing:
+        raise ConfigError(f"'yololab convert' needs {', '.join(f'{k}=...' for k in missing)} "
+                          "(source: data.yaml, COCO .json or VOC folder; to: yolo, coco or voc)")
+    result = run_convert(s["source"], s["out"], str(s["to"]), images=s.get("images"))
+    if not s["json"]:
+        counts = ", ".join(f"{k} {v['images']} images / {v['boxes']} boxes" for k, v in result["splits"].items())
+        print(f"wrote {result['to']} dataset to {result['out']}: {counts}")
+        for kind, n in result["problems"]["counts"].items():
+            print(f"  {n} {kind}")
+    return result
