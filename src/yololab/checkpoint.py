@@ -23,7 +23,7 @@ def versions() -> dict[str, str]:
     """Versions recorded in every checkpoint."""
     from . import __version__
 
-    return {"yololab": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {"yololab": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
 def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], meta: dict[str, Any],
