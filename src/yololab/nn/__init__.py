@@ -2,7 +2,6 @@
 
 from . import block, conv, head  # noqa: F401  (register the core modules)
 from . import slimneck, split_conv  # noqa: F401  (GSConv / VoV-GSCSP, SPConv)
-from . import slimneck, split_conv  # noqa: F401  (GSConv / VoV-GSCSP, SPConv)
 from .detector import DetectionModel, fuse_modules
 from .parse import ModelConfigError, load_model_yaml
 from .registry import BuildContext, ModuleSpec, register, registered
