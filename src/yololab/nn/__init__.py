@@ -2,6 +2,7 @@
 
 from . import block, conv, head  # noqa: F401  (register the core modules)
 from . import slimneck, split_conv  # noqa: F401  (GSConv / VoV-GSCSP, SPConv)
+from . import repvit, timm_backbone  # noqa: F401  (RepViT backbone, timm features_only adapter)
 from .detector import DetectionModel, fuse_modules
 from .parse import ModelConfigError, load_model_yaml
 from .registry import BuildContext, ModuleSpec, register, registered
