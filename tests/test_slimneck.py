@@ -112,8 +112,8 @@ def test_gs_bottleneck_shortcuts():
 @pytest.mark.parametrize("cls, block", [(VoVGSCSP, GSBottleneck), (VoVGSCSPC, GSBottleneckC)])
 def test_vovgscsp_honours_repeats(cls, block):
     sizes = {n: count_params(cls(32, 64, n)) for n in (1, 2, 3)}
-    assert [len(cls(32, 64, n).m) for n in (1, 2, 3)] == [1, 2, 3]
-    assert all(type(b) is block for b in cls(32, 64, 3).m)
+    assert [len(cls(32, 64, n).gsb) for n in (1, 2, 3)] == [1, 2, 3]
+    assert all(type(b) is block for b in cls(32, 64, 3).gsb)
     one_block = count_params(block(32, 32, e=1.0))
     assert sizes[2] - sizes[1] == sizes[3] - sizes[2] == one_block
 
@@ -129,7 +129,7 @@ def test_yaml_repeats_are_depth_scaled():
     for scale, expected in (("n", 1), ("m", 2)):
         model = DetectionModel(f"yolov5{scale}-slimneck.yaml")
         blocks = [m for m in model.model if isinstance(m, VoVGSCSP)]
-        assert len(blocks) == 4 and all(len(b.m) == expected for b in blocks)
+        assert len(blocks) == 4 and all(len(b.gsb) == expected for b in blocks)
 
 
 @pytest.mark.parametrize("family, neck_block, baseline_block", [("yolov5", 13, 13), ("yolov8", 12, 12)])

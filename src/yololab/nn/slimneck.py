@@ -3,9 +3,11 @@
 GSConv spends a dense convolution on half of the output channels and a cheap 5x5 depthwise
 convolution on the other half, then interleaves the two halves so that the depthwise features sit
 next to the dense ones. VoV-GSCSP is a cross-stage-partial block whose bottlenecks are built from
-GSConv. Attribute names (``cv1``/``cv2``/``cv3``/``m``, ``conv_lighting``/``shortcut``) follow the
-authors' YOLOv5 layout so their state_dicts map onto ours; unlike their code, no layer is built that
-the forward pass does not use, and the repeat count ``n`` is honoured by every block.
+GSConv. Attribute names (``cv1``/``cv2``/``cv3``/``gsb``, ``conv_lighting``/``shortcut``) follow the
+authors' YOLOv5 layout. The shuffle is the ShuffleNet interleave of the paper's code and the authors'
+YOLOv8 port (their YOLOv5 port orders channels differently, so its weights load but do not compute
+the same function). Unlike the authors' code, no layer is built that the forward pass does not use,
+and the repeat count ``n`` is honoured by every block.
 """
 
 from __future__ import annotations
@@ -86,11 +88,11 @@ class VoVGSCSP(nn.Module):
         c_ = _even(int(c2 * e), f"{type(self).__name__} hidden width")
         self.cv1 = Conv(c1, c_, 1, 1)
         self.cv2 = Conv(c1, c_, 1, 1)
-        self.m = nn.Sequential(*(self.bottleneck(c_, c_, e=1.0) for _ in range(n)))
+        self.gsb = nn.Sequential(*(self.bottleneck(c_, c_, e=1.0) for _ in range(n)))
         self.cv3 = Conv(2 * c_, c2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cv3(torch.cat((self.cv2(x), self.m(self.cv1(x))), 1))
+        return self.cv3(torch.cat((self.cv2(x), self.gsb(self.cv1(x))), 1))
 
 
 @register(takes_repeats=True)
