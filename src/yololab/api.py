@@ -43,6 +43,33 @@ class YOLO:
             print(format_summary(summary))
         return summary
 
+    def train(self, **kwargs: Any) -> dict[str, Any]:
+        """Train this model with the keys of ``yololab train`` (unknown keys are errors); returns the final metrics.
+
+        Afterwards ``.model`` holds the best weights (``best.pt``, else ``last.pt``) of the run.
+        """
+        from .cfg import ConfigError, merge
+        from .checkpoint import load_checkpoint, model_from_checkpoint
+        from .cli import OUTPUT_KEYS
+        from .commands import TRAIN_KEYS
+        from .engine.trainer import Trainer
+        from .utils.dist import device_list
+
+        settings = merge({"model": str(self.source or ""), **kwargs}, TRAIN_KEYS + OUTPUT_KEYS,
+                         where="YOLO.train")
+        if len(device_list(settings["device"])) > 1:
+            raise ConfigError("multi-GPU training runs one process per GPU: use `yololab train ... device=0,1` "
+                              "(or torchrun --nproc_per_node=N -m yololab train ...)")
+        # A YAML source is rebuilt for the dataset's classes; loaded or given modules train as they are.
+        keep = self.source is None or self.checkpoint is not None
+        model = self.model if keep and not kwargs.get("model") and not settings.get("resume") else None
+        result = Trainer(settings, model=model).train()
+        weights = Path(result["save_dir"]) / "weights"
+        best = weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"
+        self.checkpoint = load_checkpoint(best)
+        self.model, self.source = model_from_checkpoint(self.checkpoint), best
+        return result
+
     def fuse(self) -> "YOLO":
         """Fold BatchNorms and re-parameterizable branches in place (eval-time equivalent)."""
         self.model.fuse()

@@ -61,3 +61,25 @@ def convert(s: dict[str, Any]) -> dict:
         for kind, n in result["problems"]["counts"].items():
             print(f"  {n} {kind}")
     return result
+
+TRAIN_KEYS = ("model", "data", "imgsz", "plugins", "epochs", "batch", "device", "workers", "seed", "deterministic",
+              "project", "name", "exist_ok", "pretrained", "resume", "optimizer", "lr0", "lrf", "momentum",
+              "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr", "cos_lr", "nbs", "amp", "ema",
+              "clip_grad", "patience", "close_mosaic", "cache", "sync_bn", "val", "save_period", "plots", "box", "cls",
+              "dfl", "hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud",
+              "fliplr", "mosaic", "mixup")
+
+
+@command("train", TRAIN_KEYS, "train a model (device=0,1 starts DDP through torchrun)")
+def train(s: dict[str, Any]) -> dict | None:
+    from .engine.trainer import Trainer
+    from .utils import dist
+
+    devices = dist.device_list(s["device"])
+    if len(devices) > 1 and dist.rank() < 0:  # start one process per device, then act as their launcher
+        code = dist.launch_torchrun(["train", *(f"{k}={'' if v is None else v}" for k, v in s.items())], len(devices))
+        if code:
+            raise RuntimeError(f"DDP training exited with code {code}")
+        return None
+    return Trainer(s).train() or None
+

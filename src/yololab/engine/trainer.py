@@ -1,0 +1,516 @@
+"""Training engine: optimizer and schedule, warm-up, accumulation, AMP, EMA, validation, checkpoints, resume, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import resource
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..data import DataConfig, YoloDataset, build_dataloader, load_data_config
+from ..loss import DetectionLoss
+from ..nn import DetectionModel
+from ..utils import dist
+from ..utils.torch_utils import (ModelEMA, init_seeds, parameter_groups, rng_states, set_rng_states,
+                                 transfer_weights, unwrap)
+from .validator import select_device, validate
+
+# Settings that may differ when a run is resumed (everything else comes from the checkpoint).
+RESUME_OVERRIDES = ("device", "workers", "json", "verbose")
+RESULT_COLUMNS = ("epoch", "train/box_loss", "train/cls_loss", "train/dfl_loss", "lr/pg0", "lr/pg1", "lr/pg2",
+                  "metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95", "metrics/APs",
+                  "metrics/APm", "metrics/APl", "time")
+METRIC_COLUMNS = {"metrics/precision": "precision", "metrics/recall": "recall", "metrics/mAP50": "map50",
+                  "metrics/mAP50-95": "map", "metrics/APs": "aps", "metrics/APm": "apm", "metrics/APl": "apl"}
+
+
+class TrainingError(ValueError):
+    """Training cannot go on (non-finite loss, nothing to resume); the message says why and what to try."""
+
+
+EpochHook = Callable[["Trainer"], None]
+
+
+class Trainer:
+    """Train a DetectionModel from merged settings (the keys of ``cfg/default.yaml``).
+
+    ``model`` may be given as an ``nn.Module`` (e.g. from ``YOLO(...)``); otherwise ``settings["model"]`` is a
+    model YAML or a checkpoint whose weights are the starting point. ``on_epoch_end`` hooks run after each
+    epoch's checkpoint is written (rank 0 and other ranks alike).
+    """
+
+    def __init__(self, settings: dict[str, Any], model: nn.Module | None = None,
+                 on_epoch_end: list[EpochHook] | None = None):
+        self.resume_ckpt: dict | None = None
+        if settings.get("resume"):
+            self.resume_ckpt, settings = _resume_settings(settings)
+        self.args = dict(settings)
+        self.hooks = list(on_epoch_end or [])
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.main = dist.is_main()
+        self.device = self._device()
+        if self.world > 1:
+            dist.init_distributed(self.device)
+        init_seeds(int(self.args["seed"]), bool(self.args["deterministic"]))  # same initial weights on every rank
+        self.save_dir = self._save_dir()
+        self.wdir = self.save_dir / "weights"
+        self.data: DataConfig = load_data_config(self.args["data"])
+        self.model = self._build_model(model)
+        self.epoch, self.best_fitness, self.metrics = 0, -1.0, {}
+        self.epochs_without_improvement = 0
+        self.train_time = 0.0
+
+    # --- set-up
+    def _device(self) -> torch.device:
+        device = self.args["device"]
+        text = "" if device is None else str(device)
+        if self.world > 1 and text.lower() != "cpu" and torch.cuda.is_available():
+            return torch.device("cuda", dist.local_rank())
+        return select_device(text.split(",")[0] if "," in text else device)
+
+    def _save_dir(self) -> Path:
+        if self.resume_ckpt is not None:
+            return Path(self.args["resume_dir"])
+        project = Path(self.args["project"] or "runs")
+        name = self.args["name"] or "train"
+        save_dir = project / name
+        if not self.args["exist_ok"]:
+            n = 2
+            while save_dir.exists():
+                save_dir, n = project / f"{name}{n}", n + 1
+        if self.main:
+            (save_dir / "weights").mkdir(parents=True, exist_ok=True)
+        return save_dir
+
+    def _build_model(self, model: nn.Module | None) -> DetectionModel:
+        source = self.args["model"]
+        if self.resume_ckpt is not None:
+            model = DetectionModel(self.resume_ckpt["meta"]["model_yaml"])
+        elif model is None and str(source).endswith(".pt"):
+            model = model_from_checkpoint(source)  # its weights are the starting point
+        elif model is None:
+            model = DetectionModel(source, nc=self.data.nc)
+        if model.nc != self.data.nc:  # same architecture, the dataset's classes: keep the tensors that fit
+            old, model = model, DetectionModel(model.yaml, nc=self.data.nc)
+            self._report_transfer(model, old.state_dict(), f"the {old.nc}-class model")
+        if self.args.get("pretrained") and self.resume_ckpt is None:
+            self._report_transfer(model, load_checkpoint(self.args["pretrained"])["model"], self.args["pretrained"])
+        model.names = dict(self.data.names)
+        for name, p in model.named_parameters():
+            p.requires_grad_(".dfl." not in name)  # the DFL ramp stays fixed
+        return model.float().train()
+
+    def _report_transfer(self, model: nn.Module, state: dict, source: Any) -> None:
+        loaded, skipped = transfer_weights(model, state)
+        self.log(f"pretrained: {len(loaded)}/{len(model.state_dict())} tensors copied from {source}, "
+                 f"{len(skipped)} kept their initial values" + (f" (e.g. {', '.join(skipped[:3])})" if skipped else ""))
+
+    def log(self, text: str) -> None:
+        if self.main and self.args.get("verbose", True):
+            tqdm.write(text)
+
+    def setup(self) -> None:
+        """Build the data loaders, optimizer, schedule, EMA and loss (and restore them when resuming)."""
+        a = self.args
+        world = self.world
+        self.batch = max(int(a["batch"]) // world, 1)
+        self.accumulate = max(round(int(a["nbs"]) / (self.batch * world)), 1)
+        self.model.to(self.device)
+        if a["sync_bn"] and world > 1:
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        stride = int(max(self.model.stride))
+        train_set = YoloDataset(self.data.train, imgsz=int(a["imgsz"]), augment=True, hyp=a, batch_size=self.batch,
+                                stride=stride, cache=a["cache"], nc=self.data.nc)
+        self.train_loader = build_dataloader(train_set, self.batch, workers=int(a["workers"]), shuffle=True,
+                                             seed=int(a["seed"]), rank=self.rank)
+        self.val_loader = None
+        if self.main and a["val"]:
+            val_batch = self.batch * 2
+            val_set = YoloDataset(self.data.val, imgsz=int(a["imgsz"]), rect=True, batch_size=val_batch, stride=stride,
+                                  cache=a["cache"], nc=self.data.nc)
+            self.val_loader = build_dataloader(val_set, val_batch, workers=int(a["workers"]))
+        self.optimizer = self._build_optimizer(len(train_set))
+        self.lf = lr_lambda(bool(a["cos_lr"]), float(a["lrf"]), int(a["epochs"]))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
+        self.loss_fn = DetectionLoss(self.model, box=float(a["box"]), cls=float(a["cls"]), dfl=float(a["dfl"]))
+        if world > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.ema = ModelEMA(self.model) if a["ema"] else None
+        self.start_epoch = 0
+        if self.resume_ckpt is not None:
+            self._restore(self.resume_ckpt)
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        if not self.args["amp"] or self.device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _build_optimizer(self, n_images: int) -> torch.optim.Optimizer:
+        a = self.args
+        name, lr0, momentum = str(a["optimizer"]), float(a["lr0"]), float(a["momentum"])
+        weight_decay = float(a["weight_decay"]) * self.batch * self.world * self.accumulate / float(a["nbs"])
+        if name.lower() == "auto":
+            name, lr0, momentum = self._auto_optimizer(n_images)
+        groups = parameter_groups(unwrap(self.model), weight_decay)
+        if name.lower() == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=lr0, momentum=momentum, nesterov=True)
+        elif name.lower() == "adamw":
+            optimizer = torch.optim.AdamW(groups, lr=lr0, betas=(momentum, 0.999))
+        else:
+            raise ValueError(f"optimizer must be SGD, AdamW or auto, got '{name}'")
+        self.args["optimizer"], self.args["lr0"], self.args["momentum"] = name, lr0, momentum
+        self.log(f"optimizer: {name}(lr={lr0:g}, momentum={momentum:g}) with {len(groups[0]['params'])} weights "
+                 f"(decay {weight_decay:g}), {len(groups[1]['params'])} norm weights and {len(groups[2]['params'])} "
+                 f"biases (no decay); batch {self.batch * self.world}, accumulate {self.accumulate}")
+        return optimizer
+
+    def _auto_optimizer(self, n_images: int) -> tuple[str, float, float]:
+        """SGD for long schedules (> 10k iterations), AdamW otherwise; an lr0 other than the default is kept."""
+        from ..cfg import defaults
+
+        a = self.args
+        iterations = math.ceil(n_images / max(self.batch * self.world, int(a["nbs"]))) * int(a["epochs"])
+        user_lr = float(a["lr0"]) != float(defaults()["lr0"])
+        if iterations > 10_000:
+            name, lr, momentum = "SGD", float(a["lr0"]), 0.9
+        else:
+            name, momentum = "AdamW", 0.9
+            lr = float(a["lr0"]) if user_lr else round(0.002 * 5 / (4 + self.data.nc), 6)
+            a["warmup_bias_lr"] = 0.0
+        why = "your lr0" if user_lr or name == "SGD" else "lr 0.002 * 5 / (4 + nc) since lr0 is the default"
+        self.log(f"optimizer=auto: {iterations} iterations -> {name}(lr={lr:g}, momentum={momentum}) with {why}"
+                 + ("; warmup_bias_lr set to 0" if name == "AdamW" else "") + ". Set optimizer= to pin it.")
+        return name, lr, momentum
+
+    # --- training
+    def train(self) -> dict[str, Any]:
+        """Run the schedule; returns the final metrics (of best.pt when validating) plus run facts."""
+        self.setup()
+        a = self.args
+        epochs = int(a["epochs"])
+        if self.main:
+            _write_yaml(self.save_dir / "args.yaml", a)
+        nb = len(self.train_loader)
+        warmup_iters = round(float(a["warmup_epochs"]) * nb) if float(a["warmup_epochs"]) > 0 else -1
+        self.log(f"training {self.save_dir} for {epochs} epochs: {len(self.train_loader.dataset)} train images, "
+                 f"{nb} batches of {self.batch} per process x {self.world}, device {self.device}"
+                 + (f", AMP {self.amp_dtype}" if self.amp_dtype else ""))
+        epoch_times = []
+        try:
+            for epoch in range(self.start_epoch, epochs):
+                self.epoch = epoch
+                t0 = time.time()
+                losses = self._train_one_epoch(epoch, epochs, nb, warmup_iters)
+                lrs = [g["lr"] for g in self.optimizer.param_groups]
+                self.scheduler.step()
+                stop = self._end_epoch(epoch, losses, lrs, time.time() - t0)
+                epoch_times.append(time.time() - t0)
+                for hook in self.hooks:
+                    hook(self)
+                if dist.broadcast_flag(stop):
+                    break
+            result = self._finish(epoch_times)
+        finally:
+            dist.cleanup()
+        return result
+
+    def _train_one_epoch(self, epoch: int, epochs: int, nb: int, warmup_iters: int) -> list[float]:
+        a = self.args
+        model, dataset = self.model, self.train_loader.dataset
+        close_at = epochs - int(a["close_mosaic"])
+        if int(a["close_mosaic"]) > 0 and epoch >= close_at and epoch in (close_at, self.start_epoch):
+            dataset.close_mosaic()
+            self.log("closing mosaic and mixup for the last epochs")
+        if hasattr(self.train_loader.sampler, "set_epoch"):
+            self.train_loader.sampler.set_epoch(epoch)
+        model.train()
+        mean = torch.zeros(3)
+        last_step, accumulate = -1, self.accumulate
+        self.optimizer.zero_grad(set_to_none=True)
+        bar = tqdm(self.train_loader, total=nb, desc=f"epoch {epoch + 1}/{epochs}", disable=not self.main,
+                   leave=True, dynamic_ncols=True, bar_format="{l_bar}{bar:12}{r_bar}")
+        for i, batch in enumerate(bar):
+            ni = i + nb * epoch
+            if ni <= warmup_iters:
+                accumulate = self._warm_up(ni, warmup_iters, epoch)
+            imgs = batch["img"].to(self.device, non_blocking=True).float().div_(255)
+            step = i - last_step >= accumulate or i == nb - 1  # accumulated gradients never cross epochs
+            with (nullcontext() if step or self.world == 1 else model.no_sync()):
+                with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                    enabled=self.amp_dtype is not None):
+                    preds = model(imgs)
+                loss, parts = self.loss_fn(preds, batch)
+                values = parts.tolist()
+                if not math.isfinite(loss.item()):
+                    raise TrainingError(
+                        f"the loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1} (box, cls, dfl = "
+                        f"{values}); stopped without writing a checkpoint (the last good one is "
+                        f"{self.wdir / 'last.pt'}). Try a lower lr0, amp=false, or check the labels.")
+                self.scaler.scale(loss * self.world).backward()  # DDP averages gradients; keep per-batch sums
+            if step:
+                self._optimizer_step()
+                last_step = i
+            mean = (mean * i + torch.tensor(values)) / (i + 1)
+            if self.main:
+                bar.set_postfix_str(f"box {mean[0]:.3f} cls {mean[1]:.3f} dfl {mean[2]:.3f} {_memory(self.device)} "
+                                    f"{imgs.shape[-1]}px", refresh=False)
+        bar.close()
+        return mean.tolist()
+
+    def _warm_up(self, ni: int, warmup_iters: int, epoch: int) -> int:
+        """Ramp accumulation, learning rates (biases down from warmup_bias_lr) and momentum; returns accumulate."""
+        a = self.args
+        xp = [0, warmup_iters]
+        for group in self.optimizer.param_groups:
+            start = float(a["warmup_bias_lr"]) if group["name"] == "bias" else 0.0
+            group["lr"] = float(np.interp(ni, xp, [start, group["initial_lr"] * self.lf(epoch)]))
+            momentum = float(np.interp(ni, xp, [float(a["warmup_momentum"]), float(a["momentum"])]))
+            if "momentum" in group:
+                group["momentum"] = momentum
+            elif "betas" in group:
+                group["betas"] = (momentum, group["betas"][1])
+        return max(1, round(float(np.interp(ni, xp, [1, self.accumulate]))))
+
+    def _optimizer_step(self) -> None:
+        self.scaler.unscale_(self.optimizer)
+        if float(self.args["clip_grad"] or 0) > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=float(self.args["clip_grad"]))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def _end_epoch(self, epoch: int, losses: list[float], lrs: list[float], seconds: float) -> bool:
+        """Validate, log, checkpoint (rank 0); returns True when early stopping says stop."""
+        self.train_time += seconds
+        if not self.main:
+            return False
+        a = self.args
+        epochs = int(a["epochs"])
+        final_epoch = epoch + 1 == epochs
+        if self.val_loader is not None:
+            self.metrics = validate(self.eval_model, self.data, imgsz=int(a["imgsz"]), batch=self.batch * 2,
+                                    device=self.device, dataloader=self.val_loader, verbose=False,
+                                    workers=int(a["workers"]))
+        fitness = float(self.metrics["map"]) if self.metrics else -sum(losses)  # lower loss is better without val
+        improved = fitness > self.best_fitness
+        if improved:
+            self.best_fitness, self.epochs_without_improvement = fitness, 0
+        else:
+            self.epochs_without_improvement += 1
+        row = {"epoch": epoch + 1, "train/box_loss": losses[0], "train/cls_loss": losses[1],
+               "train/dfl_loss": losses[2], **{f"lr/pg{i}": lr for i, lr in enumerate(lrs)},
+               **{col: self.metrics.get(key) for col, key in METRIC_COLUMNS.items()}, "time": round(self.train_time, 2)}
+        _append_csv(self.save_dir / "results.csv", row)
+        self.log(_epoch_line(row, self.val_loader is not None))
+        self._save(epoch, improved, final_epoch)
+        patience = int(a["patience"] or 0)
+        stop = patience > 0 and self.epochs_without_improvement >= patience
+        if stop and not final_epoch:
+            self.log(f"early stop: no improvement in the last {patience} epochs (best mAP50-95 "
+                     f"{self.best_fitness:.4f}); set patience= to train longer")
+        return stop
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.ema if self.ema is not None else unwrap(self.model)
+
+    # --- checkpoints
+    def _meta(self, epoch: int) -> dict[str, Any]:
+        model = unwrap(self.model)
+        return {"model_yaml": _jsonable(model.yaml), "names": {str(k): v for k, v in model.names.items()},
+                "args": _jsonable(self.args), "epoch": epoch + 1, "metrics": _jsonable(self.metrics),
+                "best_fitness": self.best_fitness, "epochs_without_improvement": self.epochs_without_improvement,
+                "train_time": self.train_time}
+
+    def _save(self, epoch: int, improved: bool, final_epoch: bool) -> None:
+        meta = self._meta(epoch)
+        weights = {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
+                   for k, v in self.eval_model.state_dict().items()}
+        train_state = {
+            "train_model": {k: v.detach().cpu() for k, v in unwrap(self.model).state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
+            "rng": rng_states(),
+            "data_rng": _loader_rng_state(self.train_loader),
+        }
+        save_checkpoint(self.wdir / "last.pt", weights, meta, **train_state)
+        if improved:
+            save_checkpoint(self.wdir / "best.pt", weights, meta)
+        period = int(self.args["save_period"] or -1)
+        if period > 0 and (epoch + 1) % period == 0:
+            save_checkpoint(self.wdir / f"epoch{epoch + 1}.pt", weights, meta)
+
+    def _restore(self, ckpt: dict) -> None:
+        meta = ckpt["meta"]
+        self.start_epoch = int(meta["epoch"])
+        if self.start_epoch >= int(self.args["epochs"]):
+            raise TrainingError(f"{self.args['resume']} finished all {self.args['epochs']} epochs; nothing to resume "
+                                f"(start a new run with pretrained={self.args['resume']})")
+        unwrap(self.model).load_state_dict(ckpt["train_model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["model"], int(ckpt["ema_updates"]))
+        self.best_fitness = float(meta["best_fitness"])
+        self.epochs_without_improvement = int(meta["epochs_without_improvement"])
+        self.train_time, self.metrics = float(meta["train_time"]), dict(meta["metrics"])
+        set_rng_states(ckpt["rng"])
+        _set_loader_rng_state(self.train_loader, ckpt["data_rng"])
+        _truncate_csv(self.save_dir / "results.csv", self.start_epoch)
+        self.log(f"resuming {self.args['resume']} from epoch {self.start_epoch + 1}/{self.args['epochs']}")
+
+    def _finish(self, epoch_times: list[float]) -> dict[str, Any]:
+        """Strip the training state from the checkpoints, plot the curves and validate best.pt once more."""
+        if not self.main:
+            return {}
+        for name in ("last.pt", "best.pt"):
+            path = self.wdir / name
+            if path.is_file():
+                ckpt = load_checkpoint(path)
+                save_checkpoint(path, ckpt["model"], ckpt["meta"])
+        plot_results(self.save_dir / "results.csv", self.save_dir / "results.png")
+        best = self.wdir / "best.pt"
+        metrics = dict(self.metrics)
+        if self.val_loader is not None and best.is_file():
+            a = self.args
+            metrics = validate(model_from_checkpoint(best), self.data, imgsz=int(a["imgsz"]), batch=self.batch * 2,
+                               device=self.device, dataloader=self.val_loader, save_dir=self.save_dir,
+                               plots=bool(a["plots"]), verbose=bool(a.get("verbose", True)), workers=int(a["workers"]))
+        images = len(self.train_loader.dataset)
+        epoch_time = float(np.mean(epoch_times)) if epoch_times else None
+        result = {**_jsonable(metrics), "save_dir": str(self.save_dir), "best": str(best), "epochs_run": self.epoch + 1,
+                  "train_time_s": round(self.train_time, 2), "epoch_time_s": epoch_time,
+                  "train_images_per_s": images / epoch_time if epoch_time else None}
+        self.log(f"results saved to {self.save_dir}")
+        return result
+
+
+# --- helpers
+def _resume_settings(settings: dict[str, Any]) -> tuple[dict, dict[str, Any]]:
+    """Load the checkpoint named by ``resume`` (true = newest last.pt under ``project``) and its settings."""
+    resume = settings["resume"]
+    if resume is True or str(resume).lower() == "true":
+        candidates = sorted(Path(settings["project"] or "runs").glob("*/weights/last.pt"),
+                            key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise TrainingError(f"resume=true but no {settings['project'] or 'runs'}/*/weights/last.pt exists")
+        resume = candidates[-1]
+    ckpt = load_checkpoint(resume)
+    if "optimizer" not in ckpt:
+        raise TrainingError(f"{resume} has no training state: its run finished (or it is a best.pt); start a new "
+                            f"run with pretrained={resume}")
+    args = dict(ckpt["meta"]["args"])
+    args.update({k: settings[k] for k in RESUME_OVERRIDES if k in settings})
+    args["resume"], args["resume_dir"] = str(resume), str(Path(resume).resolve().parent.parent)
+    return ckpt, args
+
+
+def lr_lambda(cosine: bool, lrf: float, epochs: int) -> Callable[[int], float]:
+    """LR factor per epoch: from 1 down to ``lrf``, linearly or along a half cosine."""
+    if cosine:
+        return lambda e: ((1 - math.cos(e * math.pi / epochs)) / 2) * (lrf - 1) + 1
+    return lambda e: max(1 - e / epochs, 0) * (1.0 - lrf) + lrf
+
+
+def _loader_rng_state(loader) -> dict:
+    """Order and augmentation generators of a single-process loader (workers reseed themselves)."""
+    return {"generator": loader.generator.get_state(),
+            "dataset": json.dumps(loader.dataset.rng.bit_generator.state)}
+
+
+def _set_loader_rng_state(loader, state: dict) -> None:
+    loader.generator.set_state(state["generator"])
+    loader.dataset.rng.bit_generator.state = json.loads(state["dataset"])
+
+
+def _memory(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.memory_reserved(device) / 2**30:.1f}G"
+    return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f}G"
+
+
+def _epoch_line(row: dict, validated: bool) -> str:
+    text = (f"epoch {row['epoch']}: loss box {row['train/box_loss']:.3f} cls {row['train/cls_loss']:.3f} "
+            f"dfl {row['train/dfl_loss']:.3f}")
+    if validated:
+        text += (f" | P {row['metrics/precision']:.3f} R {row['metrics/recall']:.3f} "
+                 f"mAP50 {row['metrics/mAP50']:.3f} mAP50-95 {row['metrics/mAP50-95']:.3f}")
+    return text + f" | {row['time']:.0f}s"
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in RESULT_COLUMNS})
+
+
+def _truncate_csv(path: Path, epochs_done: int) -> None:
+    """Drop rows of epochs after the checkpoint (written before an interruption, redone on resume)."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
+
+
+def _write_yaml(path: Path, data: dict) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump(_jsonable(data), sort_keys=False))
+
+
+def plot_results(csv_file: Path, png_file: Path) -> Path | None:
+    """One small panel per results.csv column (losses, learning rates, metrics) against the epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_file, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    columns = [c for c in RESULT_COLUMNS[1:-1] if any(r[c] != "" for r in rows)]
+    epochs = [int(r["epoch"]) for r in rows]
+    ncols = 4
+    fig, axes = plt.subplots(math.ceil(len(columns) / ncols), ncols, figsize=(12, 2.4 * math.ceil(len(columns) / ncols)),
+                             squeeze=False)
+    for ax, col in zip(axes.flat, columns):
+        values = [float(r[col]) if r[col] != "" else float("nan") for r in rows]
+        ax.plot(epochs, values, marker=".", linewidth=1.5)
+        ax.set_title(col, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(png_file, dpi=120)
+    plt.close(fig)
+    return png_file

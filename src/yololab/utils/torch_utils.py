@@ -1,0 +1,124 @@
+"""Training helpers: seeding, RNG state capture, EMA of weights, weight transfer, parameter groups."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from copy import deepcopy
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def init_seeds(seed: int = 0, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch; with ``deterministic`` ask torch for deterministic kernels (warn only)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+        torch.backends.cudnn.benchmark = True
+
+
+def rng_states() -> dict:
+    """The global RNG states as tensors and strings (loadable with ``torch.load(weights_only=True)``)."""
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": json.dumps(_jsonable_numpy_state(np.random.get_state())),
+        "python": json.dumps(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    """Restore states captured by ``rng_states``."""
+    torch.set_rng_state(states["torch"])
+    name, keys, pos, has_gauss, cached = json.loads(states["numpy"])
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = json.loads(states["python"])
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _jsonable_numpy_state(state: tuple) -> list:
+    name, keys, pos, has_gauss, cached = state
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside a DistributedDataParallel / DataParallel wrapper."""
+    return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
+
+
+class ModelEMA:
+    """Exponential moving average of a model's floating-point parameters and buffers.
+
+    The decay ramps up as ``decay * (1 - exp(-updates / tau))`` so early, fast-changing weights are not
+    frozen in the average.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0, updates: int = 0):
+        self.ema = deepcopy(unwrap(model)).float().eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.decay, self.tau, self.updates = decay, tau, updates
+        self._ema_tensors = [v for v in self.ema.state_dict().values() if v.dtype.is_floating_point]
+
+    def current_decay(self) -> float:
+        return self.decay * (1 - math.exp(-self.updates / self.tau))
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """Blend the model's current weights into the average."""
+        self.updates += 1
+        source = [v for v in unwrap(model).state_dict().values() if v.dtype.is_floating_point]
+        source = [v.float() if v.dtype != torch.float32 else v for v in source]
+        torch._foreach_lerp_(self._ema_tensors, source, 1.0 - self.current_decay())
+
+    def state_dict(self) -> dict:
+        return self.ema.state_dict()
+
+    def load_state_dict(self, state: dict, updates: int) -> None:
+        self.ema.load_state_dict(state)
+        self.updates = updates
+
+
+def transfer_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Copy the tensors of ``state`` whose name and shape match ``model``; return (loaded, skipped) key lists."""
+    own = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matching, strict=False)
+    skipped = [k for k in own if k not in matching]
+    return list(matching), skipped
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Three groups: weights with decay, normalisation weights without, biases without (in that order)."""
+    decay, norm, bias = [], [], []
+    norm_types = tuple(v for k, v in vars(nn).items() if "Norm" in k and isinstance(v, type))
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if name == "bias":
+                bias.append(p)
+            elif isinstance(module, norm_types):
+                norm.append(p)
+            else:
+                decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay, "name": "weights"},
+            {"params": norm, "weight_decay": 0.0, "name": "norm"},
+            {"params": bias, "weight_decay": 0.0, "name": "bias"}]

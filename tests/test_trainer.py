@@ -1,0 +1,125 @@
+"""Trainer: run folder, checkpoints, settings errors, optimizer rules, NaN stop, transfer, EMA, and convergence."""
+
+import csv
+import math
+
+import pytest
+import torch
+from tiny_training import TINY_MODEL, tiny_dataset, tiny_settings
+
+from yololab.api import YOLO
+from yololab.cfg import ConfigError
+from yololab.checkpoint import load_checkpoint, save_checkpoint
+from yololab.cli import run
+from yololab.engine.trainer import Trainer, TrainingError, lr_lambda
+from yololab.nn import DetectionModel
+from yololab.utils.torch_utils import ModelEMA, parameter_groups
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return tiny_dataset(tmp_path_factory.mktemp("tiny"))
+
+
+def test_train_writes_run_folder_and_safe_checkpoints(data, tmp_path):
+    yolo = YOLO(TINY_MODEL)
+    result = yolo.train(**tiny_settings(data, tmp_path))
+    run_dir = tmp_path / "run"
+    assert result["save_dir"] == str(run_dir) and result["epochs_run"] == 2
+    assert {"map", "map50", "aps", "epoch_time_s", "train_images_per_s"} <= set(result)
+    assert (run_dir / "args.yaml").is_file() and (run_dir / "results.png").is_file()
+    with open(run_dir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"train/box_loss", "lr/pg0", "metrics/mAP50", "metrics/mAP50-95", "metrics/APs", "time"} <= set(rows[0])
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(run_dir / "weights" / name, weights_only=True)  # plain tensors and containers only
+        assert "optimizer" not in ckpt  # a finished run keeps only the weights
+        meta = ckpt["meta"]
+        assert meta["epoch"] in (1, 2) and meta["names"]["0"] == "circle" and meta["args"]["imgsz"] == 64
+        assert meta["model_yaml"]["nc"] == 4 and "map" in meta["metrics"]
+    assert yolo.names[0] == "circle"  # the API now holds the trained weights
+    assert yolo.model.training is False
+
+
+def test_unknown_setting_is_an_error_with_a_suggestion(data, tmp_path):
+    with pytest.raises(ConfigError, match="'epochs'"):
+        run("train", {"data": str(data), "epoch": 1})
+    with pytest.raises(ConfigError, match="'lr0'"):
+        YOLO(TINY_MODEL).train(data=str(data), lr=0.1)
+
+
+def test_non_finite_loss_stops_without_a_checkpoint(data, tmp_path):
+    trainer = Trainer(tiny_settings(data, tmp_path, box=float("nan")), model=DetectionModel(TINY_MODEL))
+    with pytest.raises(TrainingError, match="loss became nan at epoch 1, batch 1"):
+        trainer.train()
+    assert not (tmp_path / "run" / "weights" / "last.pt").exists()
+
+
+def test_auto_optimizer_says_what_it_chose_and_keeps_a_given_lr0(data, tmp_path, capsys):
+    trainer = Trainer(tiny_settings(data, tmp_path, optimizer="auto", verbose=True), model=DetectionModel(TINY_MODEL))
+    trainer.setup()
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    assert trainer.optimizer.param_groups[0]["initial_lr"] == pytest.approx(0.002 * 5 / (4 + 4))
+    assert "optimizer=auto" in capsys.readouterr().out
+    trainer = Trainer(tiny_settings(data, tmp_path, optimizer="auto", lr0=0.003, verbose=True),
+                      model=DetectionModel(TINY_MODEL))
+    trainer.setup()
+    assert trainer.optimizer.param_groups[0]["initial_lr"] == pytest.approx(0.003)
+    assert "your lr0" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="optimizer must be SGD, AdamW or auto"):
+        Trainer(tiny_settings(data, tmp_path, optimizer="Adam"), model=DetectionModel(TINY_MODEL)).setup()
+
+
+def test_parameter_groups_exclude_norms_and_biases_from_decay():
+    model = DetectionModel(TINY_MODEL)
+    weights, norms, biases = parameter_groups(model, 5e-4)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(weights["params"]) + len(norms["params"]) + len(biases["params"]) == len(trainable)
+    assert all(p.dim() == 1 for p in norms["params"] + biases["params"])
+    assert all(p.dim() == 4 for p in weights["params"])
+    assert (weights["weight_decay"], norms["weight_decay"], biases["weight_decay"]) == (5e-4, 0.0, 0.0)
+
+
+def test_lr_schedules_run_from_one_to_lrf():
+    for cosine in (False, True):
+        lf = lr_lambda(cosine, 0.01, 10)
+        assert lf(0) == pytest.approx(1.0) and lf(10) == pytest.approx(0.01)
+        assert 0.01 < lf(5) < 1.0
+    assert lr_lambda(False, 0.01, 10)(5) == pytest.approx(0.505)
+    assert lr_lambda(True, 0.01, 10)(5) == pytest.approx(0.505)
+    assert lr_lambda(True, 0.01, 10)(2) > lr_lambda(False, 0.01, 10)(2)  # cosine stays high longer
+
+
+def test_ema_follows_the_decay_ramp():
+    model = torch.nn.Linear(2, 1)
+    ema = ModelEMA(model, decay=0.9, tau=1.0)
+    start = ema.ema.weight.clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)
+    d = 0.9 * (1 - math.exp(-1))
+    assert torch.allclose(ema.ema.weight, d * start + (1 - d) * model.weight)
+
+
+def test_pretrained_copies_matching_tensors_and_reports_counts(data, tmp_path, capsys):
+    source = DetectionModel({**TINY_MODEL, "nc": 2})
+    path = save_checkpoint(tmp_path / "source.pt", source.state_dict(), {"model_yaml": source.yaml})
+    trainer = Trainer(tiny_settings(data, tmp_path, pretrained=str(path), verbose=True),
+                      model=DetectionModel(TINY_MODEL))
+    out = capsys.readouterr().out
+    total = len(trainer.model.state_dict())
+    skipped = [k for k, v in source.state_dict().items() if trainer.model.state_dict()[k].shape != v.shape]
+    assert f"{total - len(skipped)}/{total} tensors copied" in out and f"{len(skipped)} kept" in out
+    assert torch.equal(trainer.model.model[0].conv.weight, source.model[0].conv.weight)
+    assert load_checkpoint(path)["meta"]["model_yaml"]["nc"] == 2
+
+
+@pytest.mark.slow
+def test_training_reaches_a_meaningful_map50(tmp_path):
+    """Overfit 8 synthetic images: a broken assigner or loss cannot get anywhere near mAP50 0.5."""
+    data = tiny_dataset(tmp_path / "data", overfit=True)
+    settings = tiny_settings(data, tmp_path, epochs=30, imgsz=128, lr0=0.02, warmup_epochs=2, scale=0.2,
+                             translate=0.05, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0)
+    result = Trainer(settings, model=DetectionModel(TINY_MODEL)).train()
+    assert result["map50"] > 0.5, result
