@@ -92,14 +92,19 @@ def mosaic4(tiles: list[tuple[np.ndarray, np.ndarray, np.ndarray]], size: int, r
 def random_affine(img: np.ndarray, cls: np.ndarray, boxes: np.ndarray, out_shape: tuple[int, int],
                   rng: np.random.Generator, *, degrees: float = 0.0, translate: float = 0.1, scale: float = 0.5,
                   shear: float = 0.0, perspective: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Warp ``img`` into ``out_shape`` (h, w) with a random rotation, scale, shear, translation and perspective.
+    """Warp ``img`` into ``out_shape`` (h, w) with a random rotation, scale, shear, translation and perspective
+    (see ``random_affine_matrix``); boxes follow (see ``warp``)."""
+    m = random_affine_matrix(rng, img.shape[:2], out_shape, degrees=degrees, translate=translate, scale=scale,
+                             shear=shear, perspective=perspective)
+    return warp(img, cls, boxes, m, out_shape)
 
-    The input centre maps to the output centre (plus the random translation, a fraction of the output
-    size). Boxes become the enclosing boxes of their warped corners, clipped to the output; boxes under
-    ``MIN_BOX_PX`` or mostly outside are dropped.
-    """
-    h_in, w_in = img.shape[:2]
-    h_out, w_out = out_shape
+
+def random_affine_matrix(rng: np.random.Generator, in_shape: tuple[int, int], out_shape: tuple[int, int], *,
+                         degrees: float = 0.0, translate: float = 0.1, scale: float = 0.5, shear: float = 0.0,
+                         perspective: float = 0.0) -> np.ndarray:
+    """3x3 pixel transform: input centre to origin, perspective, rotation (+-degrees) with scale (1 +- scale),
+    shear (+-degrees), then to the output centre shifted by up to ``translate`` of the output size."""
+    (h_in, w_in), (h_out, w_out) = in_shape, out_shape
     to_origin = np.array([[1, 0, -w_in / 2], [0, 1, -h_in / 2], [0, 0, 1]], np.float64)
     persp = np.eye(3)
     persp[2, :2] = rng.uniform(-perspective, perspective, 2)
@@ -108,27 +113,71 @@ def random_affine(img: np.ndarray, cls: np.ndarray, boxes: np.ndarray, out_shape
     shear_m = np.eye(3)
     shear_m[0, 1], shear_m[1, 0] = np.tan(np.radians(rng.uniform(-shear, shear, 2)))
     to_out = np.eye(3)
-    to_out[:2, 2] = (np.array([w_out, h_out]) * (0.5 + rng.uniform(-translate, translate, 2)))
-    m = to_out @ shear_m @ rot_scale @ persp @ to_origin
-    if (h_in, w_in) != (h_out, w_out) or not np.allclose(m, np.eye(3)):
-        if perspective:
+    to_out[:2, 2] = np.array([w_out, h_out]) * (0.5 + rng.uniform(-translate, translate, 2))
+    return to_out @ shear_m @ rot_scale @ persp @ to_origin
+
+
+def warp(img: np.ndarray, cls: np.ndarray, boxes: np.ndarray, m: np.ndarray, out_shape: tuple[int, int]
+         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply the 3x3 transform ``m`` to an image and its boxes, output ``out_shape`` (h, w).
+
+    A box becomes the extent of its warped rectangle's part inside the output; boxes under ``MIN_BOX_PX``
+    or keeping less than ``MIN_VISIBLE`` of their warped area are dropped.
+    """
+    h_out, w_out = out_shape
+    if img.shape[:2] != (h_out, w_out) or not np.allclose(m, np.eye(3)):
+        if m[2, :2].any():
             img = cv2.warpPerspective(img, m, (w_out, h_out), borderValue=(PAD_VALUE,) * 3)
         else:
             img = cv2.warpAffine(img, m[:2], (w_out, h_out), borderValue=(PAD_VALUE,) * 3)
     if len(boxes) == 0:
         return img, cls, boxes
-    warped = _warp_boxes(boxes, m)
-    clipped = clip_boxes(warped, 0, 0, w_out, h_out)
+    quads = _warp_corners(boxes, m)
+    warped = np.concatenate((quads.min(1), quads.max(1)), 1).astype(np.float32)
+    if m[0, 1] == 0 and m[1, 0] == 0 and not m[2, :2].any():  # still axis-aligned rectangles
+        clipped = clip_boxes(warped, 0, 0, w_out, h_out)
+    else:  # rotated/sheared: extent of the part of each quadrilateral that stays inside the image
+        clipped = _clipped_extent(quads, w_out, h_out)
     keep = keep_boxes(warped, clipped)
     return img, cls[keep], clipped[keep]
 
 
-def _warp_boxes(boxes: np.ndarray, m: np.ndarray) -> np.ndarray:
-    """Enclosing xyxy boxes of the four corners of each box after the 3x3 transform ``m``."""
+def _warp_corners(boxes: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``(n, 4, 2)`` corners of each box (clockwise from top-left) after the 3x3 transform ``m``."""
     corners = boxes[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(-1, 2)
     pts = np.concatenate((corners, np.ones((len(corners), 1))), 1) @ m.T
-    xy = (pts[:, :2] / pts[:, 2:3]).reshape(-1, 4, 2)
-    return np.concatenate((xy.min(1), xy.max(1)), 1).astype(np.float32)
+    return (pts[:, :2] / pts[:, 2:3]).reshape(-1, 4, 2)
+
+
+def _clipped_extent(quads: np.ndarray, w: float, h: float) -> np.ndarray:
+    """xyxy extent of each convex quadrilateral intersected with the image ``[0, w] x [0, h]``.
+
+    The extent is spanned by the quadrilateral's corners inside the image, the image corners inside the
+    quadrilateral and the points where its edges cross the image border. Quadrilaterals that miss the
+    image get an empty box.
+    """
+    n, size = len(quads), np.array([w, h], np.float64)
+    points = [quads]
+    valid = [((quads >= 0) & (quads <= size)).all(-1)]
+    image_corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
+    start, edge = quads, np.roll(quads, -1, axis=1) - quads  # (n, 4, 2) edges start -> start + edge
+    rel = image_corners[None, :, None, :] - start[:, None, :, :]  # (n, corner, edge, 2)
+    cross = edge[:, None, :, 0] * rel[..., 1] - edge[:, None, :, 1] * rel[..., 0]
+    points.append(np.broadcast_to(image_corners, (n, 4, 2)))
+    valid.append((cross > 0).all(-1) | (cross < 0).all(-1))
+    for axis, value in ((0, 0.0), (0, w), (1, 0.0), (1, h)):
+        with np.errstate(divide="ignore", invalid="ignore"):  # edges parallel to this border never cross it
+            t = np.where(edge[..., axis] != 0, (value - start[..., axis]) / edge[..., axis], -1.0)
+        crossing = start + t[..., None] * edge
+        other = crossing[..., 1 - axis]
+        valid.append((t >= 0) & (t <= 1) & (other >= 0) & (other <= size[1 - axis]))
+        points.append(crossing)
+    points, valid = np.concatenate(points, 1), np.concatenate(valid, 1)
+    lo = np.where(valid[..., None], points, np.inf).min(1)
+    hi = np.where(valid[..., None], points, -np.inf).max(1)
+    out = np.concatenate((lo, hi), 1)
+    out[~valid.any(1)] = 0
+    return out.clip(0, np.tile(size, 2)).astype(np.float32)
 
 
 def augment_hsv(img: np.ndarray, rng: np.random.Generator, hsv_h: float = 0.015, hsv_s: float = 0.7,

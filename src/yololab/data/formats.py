@@ -117,14 +117,18 @@ def read_voc(ann_dir: str | Path, image_dir: str | Path | None = None, names: li
              split: str = "train") -> DetectionSet:
     """Pascal VOC xml files (``Annotations/*.xml``); box corners are taken as continuous pixel coordinates.
 
-    ``names`` fixes the class order (unknown names then skip their image); by default the sorted set of
-    names found. ``image_dir`` defaults to ``JPEGImages`` beside the annotation folder, else the same folder.
+    ``names`` fixes the class order (unknown names then skip their image); by default the order of a
+    ``classes.txt`` beside the annotation folder (written by ``write_voc``), else the sorted names found.
+    ``image_dir`` defaults to ``JPEGImages`` beside the annotation folder, else the same folder.
     """
     ann_dir = Path(ann_dir)
     xml_files = sorted(ann_dir.glob("*.xml"))
     if not xml_files:
         raise FileNotFoundError(f"no .xml annotation files in {ann_dir}")
     parsed = [_parse_voc_xml(f) for f in xml_files]
+    classes_txt = ann_dir.parent / "classes.txt"
+    if names is None and classes_txt.is_file():
+        names = [n.strip() for n in classes_txt.read_text().splitlines() if n.strip()]
     if names is None:
         names = sorted({obj[0] for p in parsed if p for obj in p[3]})
     index_of = {n: i for i, n in enumerate(names)}
@@ -246,10 +250,12 @@ def write_coco(records: list[ImageRecord], names: dict[int, str], json_path: str
 
 
 def write_voc(dset: DetectionSet, out: str | Path) -> Path:
-    """``out/Annotations/*.xml``, ``out/JPEGImages/*`` and ``out/ImageSets/Main/<split>.txt``; returns ``out``."""
+    """``out/Annotations/*.xml``, ``out/JPEGImages/*``, ``out/ImageSets/Main/<split>.txt`` and
+    ``out/classes.txt`` (class order); returns ``out``."""
     out = Path(out)
     (out / "Annotations").mkdir(parents=True, exist_ok=True)
     (out / "ImageSets" / "Main").mkdir(parents=True, exist_ok=True)
+    (out / "classes.txt").write_text("".join(f"{dset.names[i]}\n" for i in sorted(dset.names)))
     for split, records in dset.splits.items():
         for r in records:
             _place_image(r.file, out / "JPEGImages" / r.file.name)

@@ -98,7 +98,8 @@ def _render_scene(rng: np.random.Generator, h: int, w: int, n_objects: int,
     probs = np.array([p for _, p in buckets])
     for _ in range(n_objects):
         lo, hi = buckets[rng.choice(len(buckets), p=probs / probs.sum())][0]
-        side = float(rng.uniform(lo, min(hi, 0.9 * min(h, w))))
+        hi = min(hi, 0.9 * min(h, w))  # small images cap the larger buckets
+        side = float(rng.uniform(min(lo, hi), hi))
         box = _place(rng, boxes, side * rng.uniform(0.8, 1.25), side, h, w)
         if box is None:
             continue
