@@ -367,7 +367,7 @@ def format_table(metrics: DetectionMetrics) -> str:
     for name, c in s["per_class"].items():
         lines.append(row(name, c["images"], c["instances"],
                          (c["precision"], c["recall"], c["ap50"], c["ap"], c["aps"], c["apm"], c["apl"])))
-    ar = " ".join(f"{k.upper()} {'-' if s[k] is None else f'{s[k]:.3f}'}"
-                  for k in ("ar1", "ar10", "ar", "ars", "arm", "arl"))
+    labels = {"ar1": "AR1", "ar10": "AR10", "ar": f"AR{s['max_dets']}", "ars": "ARs", "arm": "ARm", "arl": "ARl"}
+    ar = " ".join(f"{label} {'-' if s[k] is None else f'{s[k]:.3f}'}" for k, label in labels.items())
     lines.append(f"mAP75 {s['map75']:.3f}  {ar}  (P/R at conf {s['conf_best']:.3f}, best mean F1 {s['f1']:.3f})")
     return "\n".join(lines)
