@@ -1,31 +1,48 @@
-"""ONNX export of fused detection models and the onnxruntime equivalence check."""
+"""ONNX export of fused detection models, the onnxruntime equivalence check, and an ONNX-backed model.
+
+The exported graph has one input ``images`` (B, 3, H, W) float in [0, 1] and one output ``output0``
+(B, 4 + nc, anchors): decoded xywh pixel boxes and class scores, the layout the predictor feeds to NMS.
+Class names, stride and input size travel in the ONNX metadata.
+"""
 
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 DEFAULT_OPSET = 17
+FORMATS = ("onnx",)
 
 
 def export_onnx(model: nn.Module, file: str | Path, imgsz: int | tuple[int, int] = 640, *, batch: int = 1,
-                opset: int = DEFAULT_OPSET, dynamic: bool = False, fuse: bool = True) -> Path:
-    """Export a (by default fused copy of the) model in eval mode; output ``(B, 4 + nc, anchors)`` decoded."""
+                opset: int = DEFAULT_OPSET, dynamic: bool = False, fuse: bool = True, half: bool = False) -> Path:
+    """Export a (by default fused copy of the) model in eval mode; output ``(B, 4 + nc, anchors)`` decoded.
+
+    The copy stays on the model's device; ``half=True`` exports float16 weights and input (CUDA only).
+    """
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
     model = copy.deepcopy(model).float().eval()
+    device = _device_of(model)
+    if half and device.type != "cuda":
+        raise ValueError("half=true exports float16 and needs a CUDA device (device=0); CPU export is float32 only")
     if fuse and callable(getattr(model, "fuse", None)):
         model.fuse()
+    if half:
+        model.half()
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(batch, 3, h, w, device=device, dtype=torch.float16 if half else torch.float32)
     dynamic_axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "anchors"}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.zeros(batch, 3, h, w),), str(file), opset_version=opset, dynamo=False,
+        torch.onnx.export(model, (dummy,), str(file), opset_version=opset, dynamo=False,
                           input_names=["images"], output_names=["output0"],
                           dynamic_axes=dynamic_axes if dynamic else None)
     return file
@@ -33,13 +50,127 @@ def export_onnx(model: nn.Module, file: str | Path, imgsz: int | tuple[int, int]
 
 def onnx_max_abs_diff(file: str | Path, model: nn.Module, images: torch.Tensor) -> float:
     """Largest absolute difference between onnxruntime and PyTorch (eval mode) outputs on ``images``."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
-    onnx_out = session.run(None, {session.get_inputs()[0].name: images.numpy().astype(np.float32)})[0]
+    onnx_out = OnnxModel(file)(images).numpy()
     model = model.eval()
+    p = next(model.parameters())
     with torch.no_grad():
-        torch_out = model(images.float()).numpy()
+        torch_out = model(images.to(p.device, p.dtype)).float().cpu().numpy()
     if onnx_out.shape != torch_out.shape:
         raise ValueError(f"ONNX output shape {onnx_out.shape} != PyTorch {torch_out.shape}")
     return float(np.abs(onnx_out - torch_out).max())
+
+
+def export(model: nn.Module, file: str | Path, *, format: str = "onnx", imgsz: int = 640, batch: int = 1,
+           dynamic: bool = False, half: bool = False, simplify: bool = True, opset: int = DEFAULT_OPSET,
+           image: np.ndarray | None = None, verbose: bool = True) -> dict[str, Any]:
+    """Export the fused model, embed its metadata, optionally slim the graph, and check it with onnxruntime.
+
+    ``image`` (RGB uint8) is letterboxed to ``imgsz`` and run through PyTorch and onnxruntime; the
+    returned dict holds ``file``, ``max_abs_diff`` (decoded outputs before NMS), ``opset``, ``size_mb``.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format '{format}'; supported: {', '.join(FORMATS)}")
+    file = export_onnx(model, file, imgsz, batch=batch, opset=opset, dynamic=dynamic, half=half)
+    simplified = simplify and _slim(file, verbose)
+    _write_metadata(file, model, imgsz=imgsz, batch=batch, dynamic=dynamic, half=half)
+    images = _check_batch(image, imgsz, batch)
+    diff = onnx_max_abs_diff(file, model, images)
+    result = {"file": str(file), "format": format, "max_abs_diff": diff, "opset": opset,
+              "size_mb": round(file.stat().st_size / 2**20, 3), "imgsz": imgsz, "batch": batch, "dynamic": dynamic,
+              "half": half, "simplified": simplified}
+    if verbose:
+        print(f"exported {file} ({result['size_mb']} MB, opset {opset}{', slimmed' if simplified else ''}); "
+              f"onnxruntime vs PyTorch max abs diff {diff:.3g}")
+    return result
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _slim(file: Path, verbose: bool) -> bool:
+    """Simplify the graph in place with onnxslim; False (with a note) when it is not installed."""
+    try:
+        import onnxslim
+    except ImportError:
+        if verbose:
+            print("note: onnxslim is not installed; exporting without simplification")
+        return False
+    import onnx
+
+    onnx.save(onnxslim.slim(str(file)), str(file))
+    return True
+
+
+def _write_metadata(file: Path, model: nn.Module, **fields: Any) -> None:
+    """Store names, stride, nc and export settings as ONNX metadata_props (read back by OnnxModel)."""
+    import onnx
+
+    from .. import __version__
+
+    proto = onnx.load(str(file))
+    stride = int(max(getattr(model, "stride", torch.tensor([32.0])).tolist()))
+    meta = {"names": json.dumps(getattr(model, "names", {})), "nc": str(getattr(model, "nc", "")),
+            "stride": str(stride), "yololab": __version__, "model": str(getattr(model, "yaml", {}).get("yaml_file", "")),
+            **{k: json.dumps(v) for k, v in fields.items()}}
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(file))
+
+
+def _check_batch(image: np.ndarray | None, imgsz: int, batch: int) -> torch.Tensor:
+    """The check input: ``image`` (or the built-in sample scene) letterboxed, repeated ``batch`` times."""
+    from .predictor import preprocess, sample_image
+
+    x, _ = preprocess(sample_image() if image is None else image, imgsz)
+    return x.repeat(batch, 1, 1, 1)
+
+
+class OnnxModel:
+    """An exported detector run by onnxruntime, called like a DetectionModel in eval mode.
+
+    ``model(images)`` takes a float tensor (B, 3, H, W) in [0, 1] and returns the decoded
+    ``(B, 4 + nc, anchors)`` float32 tensor. A fixed batch size is served in chunks.
+    """
+
+    def __init__(self, file: str | Path, device: str | torch.device = "cpu"):
+        import onnxruntime as ort
+
+        file = Path(file)
+        if not file.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {file}")
+        providers = ["CPUExecutionProvider"]
+        if torch.device(device).type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ValueError("this onnxruntime has no CUDAExecutionProvider; use device=cpu for ONNX models")
+            providers.insert(0, "CUDAExecutionProvider")
+        self.file = file
+        self.session = ort.InferenceSession(str(file), providers=providers)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        self.fixed_batch = inp.shape[0] if isinstance(inp.shape[0], int) else None
+        self.input_shape = tuple(inp.shape[2:]) if all(isinstance(s, int) for s in inp.shape[2:]) else None
+        self.stride = int(meta.get("stride", 32))
+        nc = self.session.get_outputs()[0].shape[1]
+        names = json.loads(meta["names"]) if "names" in meta else {}
+        self.nc = int(meta["nc"]) if meta.get("nc") else nc - 4 if isinstance(nc, int) else len(names)
+        self.names = {int(k): v for k, v in names.items()} or {i: str(i) for i in range(self.nc)}
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.detach().cpu().numpy().astype(self.dtype)
+        if self.input_shape is not None and tuple(x.shape[2:]) != self.input_shape:
+            raise ValueError(f"{self.file.name} was exported for input {self.input_shape}, got {tuple(x.shape[2:])}; "
+                             "export with dynamic=true for other sizes")
+        step = self.fixed_batch or len(x)
+        outputs = []
+        for i in range(0, len(x), step):
+            chunk = x[i:i + step]
+            n = len(chunk)
+            if n < step:  # pad the last chunk up to the fixed batch size
+                chunk = np.concatenate((chunk, np.zeros((step - n, *chunk.shape[1:]), chunk.dtype)))
+            outputs.append(self.session.run(None, {self.input_name: chunk})[0][:n])
+        return torch.from_numpy(np.concatenate(outputs).astype(np.float32))

@@ -1,0 +1,80 @@
+"""Latency benchmark of a fused model per format (PyTorch, ONNX Runtime) and device (CPU, CUDA when present)."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..utils.profile import measure_latency, time_calls
+from .exporter import OnnxModel, export_onnx
+
+BENCH_FORMATS = ("torch", "onnx")
+
+
+def parse_formats(formats: str | list[str] | tuple[str, ...]) -> list[str]:
+    """``'torch,onnx'`` or a list -> validated format names."""
+    names = [f.strip().lower() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
+    unknown = [f for f in names if f not in BENCH_FORMATS]
+    if unknown or not names:
+        raise ValueError(f"unknown bench format(s) {unknown or formats!r}; choose from {', '.join(BENCH_FORMATS)}")
+    return names
+
+
+def bench_devices(device: str | int | None) -> list[torch.device]:
+    """The given device, or CPU plus CUDA when available if none is given."""
+    from .validator import select_device
+
+    if device is None or str(device).strip() == "":
+        return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    return [select_device(device)]
+
+
+def bench(model: nn.Module, *, imgsz: int = 640, batch: int = 1, formats: str | list[str] = BENCH_FORMATS,
+          runs: int = 50, warmup: int = 10, device: str | int | None = None, verbose: bool = True) -> dict[str, Any]:
+    """Median and p90 latency (ms per batch, zero input) of the fused model for every format and device."""
+    formats = parse_formats(formats)
+    model = copy.deepcopy(model).float().eval()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="yololab-bench-") as tmp:
+        onnx_file = export_onnx(model, Path(tmp) / "model.onnx", imgsz, batch=batch) if "onnx" in formats else None
+        for dev in bench_devices(device):
+            for fmt in formats:
+                row = {"format": fmt, "device": str(dev)}
+                if fmt == "torch":
+                    row.update(measure_latency(model.to(dev), imgsz, batch=batch, warmup=warmup, runs=runs))
+                else:
+                    row.update(_onnx_latency(onnx_file, dev, imgsz, batch, warmup, runs))
+                rows.append(row)
+    result = {"imgsz": imgsz, "batch": batch, "runs": runs, "warmup": warmup, "threads": torch.get_num_threads(),
+              "results": rows}
+    if verbose:
+        print(format_bench(result))
+    return result
+
+
+def _onnx_latency(file: Path, device: torch.device, imgsz: int, batch: int, warmup: int, runs: int) -> dict:
+    try:
+        onnx_model = OnnxModel(file, device)
+    except ValueError as e:  # no CUDA provider in this onnxruntime
+        return {"skipped": str(e)}
+    feed = {onnx_model.input_name: np.zeros((batch, 3, imgsz, imgsz), onnx_model.dtype)}
+    return time_calls(lambda: onnx_model.session.run(None, feed), warmup=warmup, runs=runs)
+
+
+def format_bench(result: dict[str, Any]) -> str:
+    """The benchmark rows as an aligned table."""
+    lines = [f"latency at {result['imgsz']}px, batch {result['batch']}, {result['runs']} runs after "
+             f"{result['warmup']} warm-up, {result['threads']} torch threads (fused model)",
+             f"{'format':<8} {'device':<8} {'median ms':>10} {'p90 ms':>10}"]
+    for r in result["results"]:
+        if "skipped" in r:
+            lines.append(f"{r['format']:<8} {r['device']:<8} skipped: {r['skipped']}")
+        else:
+            lines.append(f"{r['format']:<8} {r['device']:<8} {r['median_ms']:>10.2f} {r['p90_ms']:>10.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,393 @@
+"""Prediction on images, folders, globs, videos and file lists, with sliced inference for small objects.
+
+Images are handled in RGB. Preprocessing matches validation: resize the long side to ``imgsz``
+(area interpolation when shrinking), then letterbox to ``imgsz`` x ``imgsz``. Sliced inference cuts
+the image into overlapping ``slice``-pixel tiles, runs each tile (and optionally the whole image) at
+``imgsz`` and merges all detections with class-wise NMS.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import cv2
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from ..data.augment import letterbox, resize_long_side
+from ..data.image import IMG_SUFFIXES, load_image
+from ..ops import non_max_suppression, unletterbox_boxes
+from .exporter import OnnxModel
+from .results import Results
+
+VIDEO_SUFFIXES = (".avi", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".webm", ".wmv")
+SLICE_BATCH = 8  # tiles per forward pass in sliced inference
+
+
+# --- models
+
+
+class TorchModel:
+    """A detector prepared for inference (eval mode, on one device, float32 or float16).
+
+    Called with a float tensor (B, 3, H, W) in [0, 1]; returns the decoded (B, 4 + nc, anchors) in float32.
+    """
+
+    input_shape = None  # any multiple of the stride
+
+    def __init__(self, model: nn.Module, device: torch.device | None = None, half: bool = False):
+        p = next(model.parameters())
+        self.device = device or p.device
+        if half and self.device.type != "cuda":
+            raise ValueError("half=true needs a CUDA device (float16 inference on CPU is not supported)")
+        self.model = model.to(self.device).eval()
+        self.dtype = torch.float16 if half else p.dtype
+        if half:
+            self.model.half()
+        self.names = getattr(model, "names", {})
+        self.stride = int(max(getattr(model, "stride", torch.tensor([32.0])).tolist()))
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.model(images.to(self.device, self.dtype)).float()
+
+
+InferenceModel = TorchModel | OnnxModel
+
+
+def as_inference_model(model: Any, device: str | torch.device | None = None, half: bool = False,
+                       fuse: bool = True) -> InferenceModel:
+    """Wrap a DetectionModel, a ``YOLO``, or a checkpoint / YAML / ``.onnx`` path for inference.
+
+    Modules are fused on a copy when ``fuse`` (the caller's model is left untouched); with ``fuse=False``
+    the module itself is used (the validator's case: it is already in eval mode). ``device=None`` keeps
+    the model's device (CPU for ONNX).
+    """
+    from .validator import select_device  # imported here: the validator imports this module for sliced val
+
+    if isinstance(model, (TorchModel, OnnxModel)):
+        return model
+    if isinstance(model, (str, Path)) and str(model).endswith(".onnx"):
+        if half:
+            raise ValueError("half applies to PyTorch models; export with half=true for a float16 ONNX model")
+        return OnnxModel(model, select_device(device or "cpu"))
+    if isinstance(model, (str, Path)):
+        from ..api import YOLO
+
+        model = YOLO(model)
+    if not isinstance(model, nn.Module):
+        model = getattr(model, "model", model)  # a YOLO
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"cannot predict with a {type(model).__name__}; give a DetectionModel, YOLO or model path")
+    if fuse:
+        model = copy.deepcopy(model).eval()
+        if callable(getattr(model, "fuse", None)):
+            model.fuse()
+    return TorchModel(model, None if device is None else select_device(device), half)
+
+
+# --- preprocessing and detection
+
+
+def preprocess(image: np.ndarray, imgsz: int) -> tuple[torch.Tensor, tuple]:
+    """RGB uint8 image -> ((1, 3, imgsz, imgsz) float tensor in [0, 1], ratio_pad), as validation does it.
+
+    ``ratio_pad`` = ((gain_h, gain_w), (pad_w, pad_h)) maps original pixels into the network input.
+    """
+    resized = resize_long_side(image, imgsz)
+    img, (gain_h, gain_w), pad = letterbox(resized, imgsz, scaleup=False)
+    gain = (gain_h * resized.shape[0] / image.shape[0], gain_w * resized.shape[1] / image.shape[1])
+    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float() / 255
+    return x, (gain, pad)
+
+
+def input_size(model: InferenceModel, imgsz: int) -> int:
+    """The square network input side: ``imgsz``, or the fixed size an ONNX model was exported with."""
+    if model.input_shape is None:
+        return imgsz
+    h, w = model.input_shape
+    if h != w:
+        raise ValueError(f"{model.file.name} has a non-square input {h}x{w}; the predictor letterboxes to squares")
+    return h
+
+
+def detect(model: InferenceModel, images: list[np.ndarray], *, imgsz: int = 640, conf: float = 0.25,
+           iou: float = 0.7, max_det: int = 300, speed: dict[str, float] | None = None) -> list[torch.Tensor]:
+    """Whole-image detection of a batch of RGB images -> per image (n, 6) x1 y1 x2 y2 conf cls, original pixels.
+
+    ``speed`` (if given) accumulates preprocess / inference / postprocess milliseconds.
+    """
+    t0 = time.perf_counter()
+    inputs = [preprocess(img, input_size(model, imgsz)) for img in images]
+    batch = torch.cat([x for x, _ in inputs])
+    t1 = time.perf_counter()
+    pred = model(batch)
+    t2 = time.perf_counter()
+    dets = non_max_suppression(pred.cpu(), conf=conf, iou=iou, max_det=max_det)
+    for det, (_, ratio_pad), img in zip(dets, inputs, images):
+        det[:, :4] = unletterbox_boxes(det[:, :4], ratio_pad, img.shape[:2])
+    if speed is not None:
+        for key, dt in zip(("preprocess", "inference", "postprocess"), (t1 - t0, t2 - t1, time.perf_counter() - t2)):
+            speed[key] = speed.get(key, 0.0) + dt * 1000
+    return dets
+
+
+def slice_windows(height: int, width: int, size: int, overlap: float) -> list[tuple[int, int, int, int]]:
+    """Tiles ``(x1, y1, x2, y2)`` of side ``size`` covering the image, neighbours overlapping by ``overlap``.
+
+    The last tile of a row/column is aligned to the image border; an image side shorter than ``size``
+    gets one tile spanning it.
+    """
+    if size < 32:
+        raise ValueError(f"slice must be at least 32 pixels, got {size}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    step = max(1, round(size * (1 - overlap)))
+
+    def starts(length: int) -> list[int]:
+        if length <= size:
+            return [0]
+        return [*range(0, length - size, step), length - size]
+
+    return [(x, y, min(x + size, width), min(y + size, height)) for y in starts(height) for x in starts(width)]
+
+
+def sliced_predict(model: Any, image: np.ndarray, *, imgsz: int = 640, slice: int = 640, overlap: float = 0.2,
+                   conf: float = 0.25, iou: float = 0.7, max_det: int = 300, include_full: bool = True,
+                   speed: dict[str, float] | None = None) -> torch.Tensor:
+    """Detect on overlapping tiles (plus the whole image if ``include_full``) and merge with class-wise NMS.
+
+    ``model`` is a DetectionModel in eval mode (used as is) or anything ``as_inference_model`` accepts;
+    ``image`` is RGB uint8 (H, W, 3). Returns (n, 6) x1 y1 x2 y2 conf cls in original-image pixels.
+    """
+    model = as_inference_model(model, fuse=False)
+    windows = slice_windows(*image.shape[:2], slice, overlap)
+    dets = []
+    for i in range(0, len(windows), SLICE_BATCH):
+        chunk = windows[i:i + SLICE_BATCH]
+        crops = [image[y1:y2, x1:x2] for x1, y1, x2, y2 in chunk]
+        for det, (x1, y1, _, _) in zip(detect(model, crops, imgsz=imgsz, conf=conf, iou=iou, max_det=max_det,
+                                              speed=speed), chunk):
+            det[:, :4] += det.new_tensor([x1, y1, x1, y1])
+            dets.append(det)
+    if include_full:
+        dets += detect(model, [image], imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, speed=speed)
+    return merge_detections(torch.cat(dets), iou, max_det)
+
+
+def merge_detections(dets: torch.Tensor, iou: float, max_det: int) -> torch.Tensor:
+    """Class-wise NMS over (n, 6) detections gathered from several views; best ``max_det`` kept."""
+    keep = torchvision.ops.batched_nms(dets[:, :4], dets[:, 4], dets[:, 5].long(), iou)[:max_det]
+    return dets[keep]
+
+
+# --- sources
+
+
+@dataclass
+class Frame:
+    """One image to predict on: a file, an array, or a video frame (``index`` and ``fps`` set)."""
+
+    path: str
+    image: np.ndarray
+    index: int | None = None
+    fps: float | None = None
+
+
+def is_video_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def _is_media(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMG_SUFFIXES + VIDEO_SUFFIXES
+
+
+def expand_source(source: Any) -> list[Path | np.ndarray]:
+    """Image/video files from a path, folder, glob, ``.txt`` list, array, or a list of those."""
+    if isinstance(source, np.ndarray):
+        return [source]
+    if isinstance(source, (list, tuple)):
+        return [item for s in source for item in expand_source(s)]
+    if source is None or str(source) == "":
+        raise ValueError("no source given: pass source=<image|folder|glob|video|list.txt>")
+    text, path = str(source), Path(str(source))
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and _is_media(p))
+        if not files:
+            raise FileNotFoundError(f"no images or videos in folder {path}")
+        return files
+    if not path.exists() and any(c in text for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(text, recursive=True) if _is_media(p))
+        if not files:
+            raise FileNotFoundError(f"no images or videos match {text}")
+        return files
+    if not path.is_file():
+        raise FileNotFoundError(f"source not found: {text}")
+    if path.suffix.lower() == ".txt":
+        return _read_list(path)
+    if not _is_media(path):
+        raise ValueError(f"unsupported source {text}: give an image ({', '.join(IMG_SUFFIXES)}), a video "
+                         f"({', '.join(VIDEO_SUFFIXES)}), a folder, a glob or a .txt list")
+    return [path]
+
+
+def _read_list(list_file: Path) -> list[Path]:
+    """Files named one per line in ``list_file`` (relative lines resolve against its folder)."""
+    files = []
+    for n, line in enumerate(list_file.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        path = Path(line) if Path(line).is_absolute() else list_file.parent / line
+        if not path.is_file():
+            raise FileNotFoundError(f"{list_file} line {n}: file not found: {line}")
+        files.append(path)
+    if not files:
+        raise FileNotFoundError(f"{list_file} lists no files")
+    return files
+
+
+def iter_frames(items: list[Path | np.ndarray]) -> Iterator[Frame]:
+    """Decode the expanded source lazily: images once, videos frame by frame (RGB)."""
+    for n, item in enumerate(items):
+        if isinstance(item, np.ndarray):
+            if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
+                raise ValueError(f"array source {n}: expected an RGB uint8 (H, W, 3) image, "
+                                 f"got {item.dtype} {item.shape}")
+            yield Frame(f"array{n}.jpg", item)
+        elif is_video_file(item):
+            yield from _video_frames(item)
+        else:
+            yield Frame(str(item), load_image(item))
+
+
+def _video_frames(path: Path) -> Iterator[Frame]:
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError(f"cannot open video {path}")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    try:
+        index = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield Frame(str(path), cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), index, fps)
+            index += 1
+    finally:
+        cap.release()
+    if index == 0:
+        raise ValueError(f"video {path} has no readable frames")
+
+
+# --- prediction
+
+
+def coco_image_id(path: str | Path, index: int) -> int:
+    """COCO image id of the ``index``-th (0-based) prediction: the file stem if it is a number, else ``index + 1``.
+
+    ``index + 1`` is the id the validator gives the same image when it builds the ground truth from the
+    YOLO labels of a sorted folder.
+    """
+    stem = Path(path).stem
+    return int(stem) if stem.isdigit() else index + 1
+
+
+def predict(model: Any, source: Any, *, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
+            max_det: int = 300, slice: int | None = None, overlap: float = 0.2, slice_full: bool = True,
+            device: str | torch.device | None = None, half: bool = False, save_dir: str | Path | None = None,
+            save: bool = False, save_txt: bool = False, save_json: bool = False, stream: bool = False,
+            verbose: bool = False) -> list[Results] | Iterator[Results]:
+    """Detect objects in every image / video frame of ``source``; a list of Results (a generator if ``stream``).
+
+    With ``save_dir``: ``save`` writes annotated images (and annotated videos, mp4v), ``save_txt``
+    YOLO lines ``cls cx cy w h conf`` to ``labels/``, ``save_json`` COCO records to ``predictions.json``.
+    """
+    if (save or save_txt or save_json) and save_dir is None:
+        raise ValueError("save, save_txt and save_json need a save_dir")
+    runner = as_inference_model(model, device, half)
+    if input_size(runner, imgsz) != imgsz:
+        print(f"note: {runner.file.name} has a fixed input size {runner.input_shape[0]}; using it, not imgsz={imgsz}")
+    items = expand_source(source)
+    writer = ResultWriter(Path(save_dir), save, save_txt, save_json) if save_dir is not None else None
+
+    def run_one(frame: Frame) -> tuple[torch.Tensor, dict[str, float]]:
+        speed: dict[str, float] = {}
+        if slice:
+            det = sliced_predict(runner, frame.image, imgsz=imgsz, slice=int(slice), overlap=overlap, conf=conf,
+                                 iou=iou, max_det=max_det, include_full=slice_full, speed=speed)
+        else:
+            det = detect(runner, [frame.image], imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, speed=speed)[0]
+        return det, speed
+
+    gen = _stream(items, runner.names, run_one, writer, verbose)
+    return gen if stream else list(gen)
+
+
+def _stream(items: list, names: dict[int, str], run_one: Callable, writer: "ResultWriter | None",
+            verbose: bool) -> Iterator[Results]:
+    try:
+        for n, frame in enumerate(iter_frames(items)):
+            det, speed = run_one(frame)
+            result = Results(frame.image, frame.path, names, det, speed, frame.index)
+            if writer is not None:
+                writer.add(result, coco_image_id(frame.path, n) if frame.index is None else n + 1, frame.fps)
+            if verbose:
+                where = f"{frame.path}" + (f" frame {frame.index}" if frame.index is not None else "")
+                print(f"{where}: {result.summary_line()} ({sum(speed.values()):.1f} ms)")
+            yield result
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+class ResultWriter:
+    """Writes annotated images / videos, YOLO txt files and one COCO json for a prediction run."""
+
+    def __init__(self, save_dir: Path, save: bool, save_txt: bool, save_json: bool):
+        self.save_dir, self.save, self.save_txt, self.save_json = save_dir, save, save_txt, save_json
+        self.records: list[dict] = []
+        self.videos: dict[str, cv2.VideoWriter] = {}
+        save_dir.mkdir(parents=True, exist_ok=True)
+
+    def add(self, result: Results, image_id: int, fps: float | None) -> None:
+        stem = Path(result.path).stem
+        if self.save and result.frame is None:
+            suffix = Path(result.path).suffix.lower()
+            result.save(self.save_dir / (stem + (suffix if suffix in IMG_SUFFIXES else ".jpg")))
+        elif self.save:
+            self._video_writer(result, fps).write(cv2.cvtColor(result.plot(), cv2.COLOR_RGB2BGR))
+        if self.save_txt:
+            name = stem if result.frame is None else f"{stem}_{result.frame}"
+            result.save_txt(self.save_dir / "labels" / f"{name}.txt")
+        if self.save_json:
+            self.records += result.coco_records(image_id)
+
+    def _video_writer(self, result: Results, fps: float | None) -> cv2.VideoWriter:
+        if result.path not in self.videos:
+            h, w = result.orig_shape
+            file = self.save_dir / f"{Path(result.path).stem}.mp4"
+            self.videos[result.path] = cv2.VideoWriter(str(file), cv2.VideoWriter_fourcc(*"mp4v"), fps or 30.0, (w, h))
+        return self.videos[result.path]
+
+    def close(self) -> None:
+        for video in self.videos.values():
+            video.release()
+        self.videos.clear()
+        if self.save_json:
+            (self.save_dir / "predictions.json").write_text(json.dumps(self.records))
+
+
+def sample_image(height: int = 480, width: int = 640) -> np.ndarray:
+    """A fixed synthetic scene (shapes on a textured background): the default export-check image."""
+    from ..data.synthetic import make_large_scene
+
+    return make_large_scene(height, width, n_objects=12, object_px=(16, 120), seed=0)[0]
