@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -42,17 +43,28 @@ def measure_latency(model: nn.Module, imgsz: int | tuple[int, int] = 640, *, bat
     if fuse and callable(getattr(model, "fuse", None)):
         model.fuse()
     x = _input_for(model, imgsz, batch)
-    cuda = x.is_cuda
-    times = []
     with torch.inference_mode():
-        for i in range(warmup + runs):
-            if cuda:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            model(x)
-            if cuda:
-                torch.cuda.synchronize()
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1000)
+        return time_calls(lambda: model(x), warmup=warmup, runs=runs,
+                          sync=torch.cuda.synchronize if x.is_cuda else None)
+
+
+def time_calls(fn: Callable[[], Any], *, warmup: int = 3, runs: int = 20,
+               sync: Callable[[], Any] | None = None) -> dict[str, float]:
+    """Median and p90 milliseconds of ``fn()`` over ``runs`` timed calls after ``warmup`` untimed ones.
+
+    ``sync`` (e.g. ``torch.cuda.synchronize``) is called before starting and stopping each clock.
+    """
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, got {runs}")
+    times = []
+    for i in range(warmup + runs):
+        if sync:
+            sync()
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1000)
     times.sort()
     return {"median_ms": statistics.median(times), "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))]}
