@@ -70,6 +70,43 @@ class YOLO:
         self.model, self.source = model_from_checkpoint(self.checkpoint), best
         return result
 
+    def predict(self, source: Any, stream: bool = False, **kwargs: Any):
+        """Detect objects with the keys of ``yololab predict`` (``save`` defaults to False here).
+
+        ``source``: image path, array (RGB), folder, glob, video, ``.txt`` list or a list of those.
+        Returns a list of ``Results`` (``boxes.xyxy``, ``boxes.conf``, ``boxes.cls``, ``names``, ``plot()``),
+        or a generator of them with ``stream=True``.
+        """
+        from .cfg import merge
+        from .commands import PREDICT_KEYS, predict_kwargs
+        from .engine.predictor import predict
+
+        keys = [k for k in PREDICT_KEYS if k not in ("model", "source", "nc", "plugins")]
+        settings = merge({"save": False, **kwargs}, keys, where="YOLO.predict")
+        return predict(self.model, source, stream=stream, **predict_kwargs(settings))
+
+    def val(self, **kwargs: Any) -> dict[str, Any]:
+        """Validate with the keys of ``yololab val`` (``data=``, ``imgsz=``, ..., or ``gt=`` + ``pred=`` json files).
+
+        Returns the metrics: map, map50, map75, aps/apm/apl, ars/arm/arl, precision, recall, per_class, speed_ms.
+        """
+        from .cfg import merge
+        from .cli import OUTPUT_KEYS
+        from .commands import VAL_KEYS, validate_model
+
+        keys = [k for k in VAL_KEYS if k not in ("model", "nc", "plugins")]
+        settings = merge(kwargs, keys + list(OUTPUT_KEYS), where="YOLO.val")
+        return validate_model(self.model, {**settings, "model": self.source, "nc": None},
+                              yaml_source=self.source if self.checkpoint is None else None)
+
+    def export(self, **kwargs: Any) -> dict[str, Any]:
+        """Export the fused model with the keys of ``yololab export``; returns file, max_abs_diff, opset, size_mb."""
+        from .cfg import merge
+        from .commands import EXPORT_KEYS, export_model
+
+        keys = [k for k in EXPORT_KEYS if k not in ("model", "nc", "plugins")]
+        return export_model(self.model, merge(kwargs, keys, where="YOLO.export"), source=self.source)
+
     def fuse(self) -> "YOLO":
         """Fold BatchNorms and re-parameterizable branches in place (eval-time equivalent)."""
         self.model.fuse()
