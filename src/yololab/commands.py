@@ -63,6 +63,8 @@ def convert(s: dict[str, Any]) -> dict:
             print(f"  {n} {kind}")
     return result
 
+
+
 TRAIN_KEYS = ("model", "data", "imgsz", "plugins", "epochs", "batch", "device", "workers", "seed", "deterministic",
               "project", "name", "exist_ok", "pretrained", "resume", "optimizer", "lr0", "lrf", "momentum",
               "weight_decay", "warmup_epochs", "warmup_momentum", "warmup_bias_lr", "cos_lr", "nbs", "amp", "ema",

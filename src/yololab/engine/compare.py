@@ -1,0 +1,260 @@
+"""`yololab compare`: train every model with every seed under one pinned recipe and report what is noise.
+
+Each (model, seed) run trains in its own subprocess (``python -m yololab train``), so a failing run is
+reported without losing the others and memory is returned between runs. A finished run leaves
+``result.json`` in its folder and is reused when the comparison is started again.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..stats import paired_difference, summarize
+
+ACCURACY_METRICS = ("map", "map50", "aps", "apm", "apl")
+METRIC_LABELS = {"map": "mAP50-95", "map50": "mAP50", "aps": "APs", "apm": "APm", "apl": "APl"}
+RECIPE_KEYS = ("epochs", "imgsz", "batch", "optimizer", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs",
+               "cos_lr", "mosaic", "close_mosaic", "mixup", "fliplr", "hsv_h", "hsv_s", "hsv_v", "translate",
+               "scale", "box", "cls", "dfl", "amp", "workers", "deterministic")
+
+
+@dataclass
+class RunResult:
+    """Outcome of one training run of one model with one seed."""
+
+    model: str
+    seed: int
+    ok: bool
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    run_dir: str = ""
+
+
+RunFn = Callable[[str, int, Path, dict], dict]
+
+
+def train_subprocess(model: str, seed: int, run_dir: Path, recipe: dict, device: str | None = None) -> dict:
+    """Train one run via ``python -m yololab train ... json=true``; return the JSON of its last line."""
+    args = [f"{k}={v}" for k, v in recipe.items() if v is not None]
+    cmd = [sys.executable, "-m", "yololab", "train", f"model={model}", f"seed={seed}",
+           f"project={run_dir.parent}", f"name={run_dir.name}", "exist_ok=true", "json=true", *args]
+    if device is not None:
+        cmd.append(f"device={device}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "compare.log", "w") as log, open(run_dir / "stdout.log", "w+") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=log, env=dict(os.environ))
+        _, status, usage = os.wait4(proc.pid, 0)  # rusage of this run alone: its peak resident memory
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        stdout = out.read()
+    if proc.returncode != 0:
+        tail = (run_dir / "compare.log").read_text().strip().splitlines()[-3:]
+        raise RuntimeError(f"exit code {proc.returncode}: {' | '.join(tail)}")
+    lines = [ln for ln in stdout.strip().splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError("training printed no JSON result")
+    result = json.loads(lines[-1])
+    result.setdefault("peak_rss_mb", round(usage.ru_maxrss / 1024, 1))  # Linux reports KiB
+    return result
+
+
+def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run_fn: RunFn | None = None,
+            devices: list[str] | None = None, log: Callable[[str], None] = print) -> list[RunResult]:
+    """Run (or reuse) every model x seed; with several devices, one run per device at a time."""
+    jobs = [(m, s) for m in models for s in seeds]
+    devices = devices or [None]
+
+    def one(index_job):
+        index, (model, seed) = index_job
+        run_dir = out / "runs" / f"{_stem(model)}-seed{seed}"
+        done = run_dir / "result.json"
+        if done.is_file():
+            log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: reusing {done}")
+            return RunResult(model, seed, True, json.loads(done.read_text()), run_dir=str(run_dir))
+        log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: training")
+        t0 = time.time()
+        try:
+            if run_fn is not None:
+                metrics = run_fn(model, seed, run_dir, recipe)
+            else:
+                metrics = train_subprocess(model, seed, run_dir, recipe, devices[index % len(devices)])
+        except Exception as e:  # a failed run is reported, the others go on
+            log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: FAILED ({e})")
+            return RunResult(model, seed, False, error=str(e), run_dir=str(run_dir))
+        metrics.setdefault("wall_time_s", round(time.time() - t0, 1))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_json_atomic(done, metrics)
+        return RunResult(model, seed, True, metrics, run_dir=str(run_dir))
+
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        return list(pool.map(one, enumerate(jobs)))
+
+
+def _stem(model: str) -> str:
+    return Path(model).stem
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def analyse(results: list[RunResult], models: list[str], costs: dict[str, dict]) -> dict[str, Any]:
+    """Per-model mean/std over seeds and paired differences against the first model (the baseline)."""
+    by_model: dict[str, dict[int, dict]] = {m: {} for m in models}
+    for r in results:
+        if r.ok:
+            by_model[r.model][r.seed] = r.metrics
+    baseline = models[0]
+    summary: dict[str, Any] = {"baseline": _stem(baseline), "models": {}}
+    for model in models:
+        runs = by_model[model]
+        entry: dict[str, Any] = {"runs": len(runs), "failed": sum(1 for r in results if r.model == model and not r.ok),
+                                 "cost": costs.get(model, {}), "metrics": {}, "vs_baseline": {}}
+        for metric in ACCURACY_METRICS + ("epoch_time_s",):
+            values = {s: float(m[metric]) for s, m in runs.items() if m.get(metric) is not None}
+            s = summarize(list(values.values()))
+            entry["metrics"][metric] = {"mean": s.mean, "std": s.std, "n": s.n, "per_seed": values}
+            if model != baseline:
+                base = {s: float(m[metric]) for s, m in by_model[baseline].items() if m.get(metric) is not None}
+                diff = paired_difference(values, base, higher_is_better=metric != "epoch_time_s")
+                entry["vs_baseline"][metric] = diff.to_dict()
+        summary["models"][_stem(model)] = entry
+    return summary
+
+
+def write_report(summary: dict[str, Any], recipe: dict, out: Path, results: list[RunResult]) -> dict[str, Path]:
+    """report.md, report.csv and report.json in ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "report.md", "csv": out / "report.csv", "json": out / "report.json"}
+    _write_json_atomic(paths["json"], {"summary": summary, "recipe": recipe,
+                                       "runs": [r.__dict__ for r in results]})
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model", "params", "gflops", "latency_ms", "onnx_latency_ms", "runs"]
+                        + [f"{m}_{k}" for m in ACCURACY_METRICS for k in ("mean", "std", "diff", "low", "high",
+                                                                           "verdict")])
+        for name, e in summary["models"].items():
+            row = [name, e["cost"].get("params"), e["cost"].get("gflops"), e["cost"].get("latency_ms"),
+                   e["cost"].get("onnx_latency_ms"), e["runs"]]
+            for m in ACCURACY_METRICS:
+                stat, d = e["metrics"][m], e["vs_baseline"].get(m, {})
+                row += [stat["mean"], stat["std"], d.get("mean"), d.get("low"), d.get("high"), d.get("verdict", "")]
+            writer.writerow(row)
+    paths["md"].write_text(format_markdown(summary, recipe, results))
+    return paths
+
+
+def _pm(stat: dict, scale: float = 100.0) -> str:
+    if not stat["n"]:
+        return "—"
+    return f"{stat['mean'] * scale:.1f} ± {stat['std'] * scale:.1f}"
+
+
+def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResult]) -> str:
+    """The table a user pastes into a paper, with verdicts and the recipe."""
+    lines = [f"# Ablation report (baseline: {summary['baseline']})", "",
+             "Accuracy in percent, mean ± sample std over seeds. Δ is the paired (same seed) difference to the "
+             "baseline with its 95% t interval; the verdict is *better*/*worse* only when the whole interval is "
+             "on one side of zero.", "",
+             "| model | params (M) | GFLOPs | CPU ms (fused) | ONNX ms | runs | "
+             + " | ".join(METRIC_LABELS[m] for m in ACCURACY_METRICS) + " |",
+             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(ACCURACY_METRICS)]
+    for name, e in summary["models"].items():
+        c = e["cost"]
+        cells = [name, _num(c.get("params"), 1e-6, 2), _num(c.get("gflops"), 1, 2), _num(c.get("latency_ms"), 1, 1),
+                 _num(c.get("onnx_latency_ms"), 1, 1), f"{e['runs']}" + (f" ({e['failed']} failed)" if e["failed"] else "")]
+        cells += [_pm(e["metrics"][m]) for m in ACCURACY_METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Against the baseline", "",
+              "| model | metric | Δ (points) | 95% interval | verdict |", "|---|---|---:|---|---|"]
+    for name, e in summary["models"].items():
+        for m, d in e["vs_baseline"].items():
+            if m not in ACCURACY_METRICS:
+                continue
+            interval = "—" if d["verdict"] == "n/a" else f"[{d['low'] * 100:+.2f}, {d['high'] * 100:+.2f}]"
+            lines.append(f"| {name} | {METRIC_LABELS[m]} | {d['mean'] * 100:+.2f} | {interval} | {d['verdict']} |")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        lines += ["", "## Failed runs", ""] + [f"- {_stem(r.model)} seed {r.seed}: {r.error}" for r in failed]
+    lines += ["", "## Recipe (identical for every run)", "", "```"]
+    lines += [f"{k}: {v}" for k, v in recipe.items()] + ["```", ""]
+    return "\n".join(lines)
+
+
+def _num(value: Any, scale: float, digits: int) -> str:
+    return "—" if value is None else f"{value * scale:.{digits}f}"
+
+
+def measure_costs(model: str, imgsz: int, nc: int | None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Params, GFLOPs and fused CPU latency (PyTorch and ONNX Runtime) of a model config at ``imgsz``."""
+    from ..api import YOLO, model_summary
+    from .bench import bench
+
+    yolo = YOLO(model, nc=nc)
+    summary = model_summary(yolo.model, imgsz)
+    latency = {r["format"]: r.get("median_ms") for r in
+               bench(yolo.model, imgsz=imgsz, runs=10, warmup=3, device="cpu", verbose=False)["results"]}
+    cost = {"params": summary["params"], "gflops": summary["gflops"], "latency_ms": latency.get("torch"),
+            "onnx_latency_ms": latency.get("onnx")}
+    log(f"{_stem(model)}: {cost['params']:,} params, {cost['gflops']:.2f} GFLOPs, "
+        f"{cost['latency_ms']:.1f} ms PyTorch / {cost['onnx_latency_ms']:.1f} ms ONNX Runtime (CPU, fused)")
+    return cost
+
+
+def write_plots(summary: dict[str, Any], results: list[RunResult], out: Path) -> list[Path]:
+    """mAP50-95 vs GFLOPs and vs latency, per-metric bars, overlaid validation-mAP curves."""
+    from ..plots import plot_curves, plot_metric_bars, plot_tradeoff
+
+    models = summary["models"]
+    paths = []
+    for key, label, name in (("gflops", "GFLOPs", "map_vs_gflops.png"), ("latency_ms", "CPU latency (ms, fused)",
+                                                                         "map_vs_latency.png")):
+        points = {m: (e["cost"][key], e["metrics"]["map"]["mean"], e["metrics"]["map"]["std"])
+                  for m, e in models.items() if e["cost"].get(key) is not None and e["metrics"]["map"]["n"]}
+        if points:
+            paths.append(plot_tradeoff(points, label, "mAP50-95", out / name))
+    bars = {METRIC_LABELS[k]: {m: (e["metrics"][k]["mean"], e["metrics"][k]["std"]) for m, e in models.items()}
+            for k in ACCURACY_METRICS if all(e["metrics"][k]["n"] for e in models.values())}
+    if bars:
+        paths.append(plot_metric_bars(bars, out / "metrics.png"))
+    curves: dict[str, list] = {}
+    for r in results:
+        csv_file = Path(r.run_dir) / "results.csv"
+        if r.ok and csv_file.is_file():
+            with open(csv_file) as f:
+                rows = [row for row in csv.DictReader(f) if row.get("metrics/mAP50-95")]
+            if rows:
+                curves.setdefault(_stem(r.model), []).append(
+                    ([int(row["epoch"]) for row in rows], [float(row["metrics/mAP50-95"]) for row in rows]))
+    if curves:
+        paths.append(plot_curves(curves, "epoch", "validation mAP50-95", out / "val_curves.png"))
+    return paths
+
+
+def compare(models: list[str], seeds: list[int], out: Path, recipe: dict, *, nc: int | None = None,
+            devices: list[str] | None = None, run_fn: RunFn | None = None,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the whole comparison and write report.md/.csv/.json and plots into ``out``; returns the summary."""
+    if len(models) < 2:
+        raise ValueError("compare needs at least two models (the first is the baseline)")
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"comparing {len(models)} models x {len(seeds)} seeds into {out}; recipe: "
+        + ", ".join(f"{k}={v}" for k, v in recipe.items()))
+    costs = {m: measure_costs(m, int(recipe["imgsz"]), nc, log) for m in models}
+    results = run_all(models, seeds, out, recipe, run_fn=run_fn, devices=devices, log=log)
+    summary = analyse(results, models, costs)
+    paths = write_report(summary, recipe, out, results)
+    write_plots(summary, results, out)
+    log(paths["md"].read_text())
+    return {"out": str(out), "report": str(paths["md"]), **summary}

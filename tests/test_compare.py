@@ -1,0 +1,88 @@
+"""`yololab compare`: analysis on stubbed runs, resumability, fault tolerance, and a real tiny comparison."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from yololab.cli import main
+from yololab.engine.compare import RunResult, analyse, run_all, write_plots, write_report
+
+MODELS = ["yolov8n.yaml", "yolov8n-slimneck.yaml"]
+
+
+def _stub_results(offset: float) -> list[RunResult]:
+    base = {0: 0.40, 1: 0.45, 2: 0.38}
+    results = []
+    for seed, value in base.items():
+        results.append(RunResult(MODELS[0], seed, True, {"map": value, "map50": value + 0.2, "aps": 0.1, "apm": 0.3,
+                                                         "apl": 0.5, "epoch_time_s": 10.0}))
+        results.append(RunResult(MODELS[1], seed, True, {"map": value + offset, "map50": value + 0.2, "aps": 0.1,
+                                                         "apm": 0.3, "apl": 0.5, "epoch_time_s": 9.0}))
+    return results
+
+
+def test_analysis_verdicts_on_stubbed_runs():
+    summary = analyse(_stub_results(0.01), MODELS, {})
+    variant = summary["models"]["yolov8n-slimneck"]["vs_baseline"]
+    assert variant["map"]["verdict"] == "better" and variant["map"]["mean"] == pytest.approx(0.01)
+    assert variant["map50"]["verdict"] == "within noise"  # identical values: zero-width interval at 0
+    assert summary["models"]["yolov8n"]["metrics"]["map"]["std"] == pytest.approx(0.0360555, rel=1e-4)
+
+
+def test_report_files_and_plots(tmp_path):
+    results = _stub_results(-0.02)
+    costs = {m: {"params": 3e6, "gflops": 8.0, "latency_ms": 20.0, "onnx_latency_ms": 15.0} for m in MODELS}
+    summary = analyse(results, MODELS, costs)
+    paths = write_report(summary, {"epochs": 1, "optimizer": "SGD"}, tmp_path, results)
+    plots = write_plots(summary, results, tmp_path)
+    md = paths["md"].read_text()
+    assert "| yolov8n-slimneck | mAP50-95 | -2.00 |" in md and "worse" in md and "optimizer: SGD" in md
+    assert json.loads(paths["json"].read_text())["summary"]["baseline"] == "yolov8n"
+    assert paths["csv"].read_text().count("\n") == 3
+    assert {p.name for p in plots} == {"map_vs_gflops.png", "map_vs_latency.png", "metrics.png"}
+
+
+def test_finished_runs_are_reused_and_failures_reported(tmp_path):
+    calls = []
+
+    def run_fn(model, seed, run_dir, recipe):
+        calls.append((model, seed))
+        if model == MODELS[1] and seed == 1:
+            raise RuntimeError("out of memory")
+        return {"map": 0.5}
+
+    first = run_all(MODELS, [0, 1], tmp_path, {}, run_fn=run_fn, log=lambda m: None)
+    assert [r.ok for r in first] == [True, True, True, False] and "out of memory" in first[3].error
+    calls.clear()
+    again = run_all(MODELS, [0, 1], tmp_path, {}, run_fn=run_fn, log=lambda m: None)
+    assert calls == [(MODELS[1], 1)]  # only the failed run is tried again
+    assert sum(r.ok for r in again) == 3
+
+
+@pytest.mark.slow
+def test_real_tiny_compare_writes_every_file(tmp_path, capsys):
+    from yololab.data import make_synthetic
+
+    data = make_synthetic(tmp_path / "data", n_train=8, n_val=4, imgsz=128, seed=0)
+    tiny = {"nc": 4, "backbone": [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "Conv", [32, 3, 2]], [-1, 1, "Conv", [32, 3, 2]],
+                                  [-1, 1, "Conv", [32, 3, 2]], [-1, 1, "Conv", [32, 3, 2]]],
+            "head": [[[2, 3, 4], 1, "Detect", ["nc"]]]}
+    variant = {**tiny, "head": [[-1, 1, "GSConv", [32, 1, 1]], [[2, 3, 5], 1, "Detect", ["nc"]]]}
+    files = []
+    for name, cfg in (("base", tiny), ("variant", variant)):
+        files.append(tmp_path / f"{name}.yaml")
+        files[-1].write_text(yaml.safe_dump(cfg))
+    code = main(["compare", f"models={files[0]},{files[1]}", f"data={data}", "seeds=2", "epochs=1", "imgsz=64",
+                 "batch=4", "workers=0", f"project={tmp_path}", "name=cmp", "json=true"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = Path(result["out"])
+    for name in ("report.md", "report.csv", "report.json", "map_vs_gflops.png", "map_vs_latency.png", "metrics.png",
+                 "val_curves.png"):
+        assert (out / name).is_file(), name
+    assert result["models"]["variant"]["runs"] == 2
+    assert result["models"]["variant"]["vs_baseline"]["map"]["verdict"] in ("better", "worse", "within noise")
