@@ -75,7 +75,7 @@ class ELAN(nn.Module):
     def __init__(self, c1: int, c2: int, hidden: int, blocks: int = 2, convs_per_block: int = 2,
                  act: str = "silu", block_width: int | None = None):
         super().__init__()
-        bw = block_width or hidden
+        bw = hidden if block_width is None else block_width
         _check_counts(type(self).__name__, hidden=hidden, blocks=blocks, convs_per_block=convs_per_block,
                       block_width=bw)
         self.cv1 = Conv(c1, hidden, 1, act=make_act(act))
