@@ -57,3 +57,12 @@ def test_large_scene_has_tiny_objects_inside():
     assert (side <= 20 * 1.25 + 1).all() and (side >= 8 * 0.8 - 1).all()
     assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= 1280).all() and (boxes[:, [1, 3]] <= 720).all()
     assert np.array_equal(img, make_large_scene(720, 1280, n_objects=30, object_px=(8, 20), seed=1)[0])
+
+
+def test_label_distribution_plot(tmp_path):
+    from yololab.data import YoloDataset, load_image, plot_label_distribution
+
+    cfg = load_data_config(make_synthetic(tmp_path / "d", n_train=6, n_val=1, imgsz=160))
+    labels = YoloDataset(cfg.train, imgsz=160).labels
+    png = plot_label_distribution(labels, cfg.names, tmp_path / "run" / "labels.png", imgsz=160)
+    assert png.is_file() and load_image(png).shape == (400, 1000, 3)

@@ -26,7 +26,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .boxes import scale_boxes, xywh_to_xyxy, xyxy_to_xywh
+from .boxes import xywh_to_xyxy, xyxy_to_xywh
 from .cache import cache_root, is_writable_dir, write_atomic
 from .image import ImageError, inspect_image
 from .report import ProblemReport
@@ -246,9 +246,3 @@ def _write_cache(candidates: list[Path], key: str, labels: list[dict], report: P
         except OSError as e:
             LOGGER.debug("label cache not written to %s: %s", path, e)
     LOGGER.warning("label cache could not be written (tried %s)", ", ".join(map(str, candidates)))
-
-
-def boxes_in_pixels(label: dict) -> np.ndarray:
-    """A label's boxes as xyxy pixels of its original image."""
-    h, w = label["shape"]
-    return scale_boxes(xywh_to_xyxy(label["bboxes"]), w, h)
