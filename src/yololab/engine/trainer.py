@@ -25,7 +25,7 @@ from ..utils.torch_utils import (ModelEMA, init_seeds, parameter_groups, rng_sta
                                  transfer_weights, unwrap)
 from .validator import select_device, validate
 
-# Settings that may differ when a run is resumed (everything else comes from the checkpoint).
+# Settings a resumed run takes from the user when set to a non-default value (the rest come from the checkpoint).
 RESUME_OVERRIDES = ("device", "workers", "json", "verbose")
 RESULT_COLUMNS = ("epoch", "train/box_loss", "train/cls_loss", "train/dfl_loss", "lr/pg0", "lr/pg1", "lr/pg2",
                   "metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95", "metrics/APs",
@@ -127,7 +127,10 @@ class Trainer:
         self.accumulate = max(round(int(a["nbs"]) / (self.batch * world)), 1)
         self.model.to(self.device)
         if a["sync_bn"] and world > 1:
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            if self.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            else:
+                self.log("sync_bn=true has no effect on CPU (SyncBatchNorm needs CUDA): BatchNorms stay per process")
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         stride = int(max(self.model.stride))
@@ -417,8 +420,10 @@ def _resume_settings(settings: dict[str, Any]) -> tuple[dict, dict[str, Any]]:
     if "optimizer" not in ckpt:
         raise TrainingError(f"{resume} has no training state: its run finished (or it is a best.pt); start a new "
                             f"run with pretrained={resume}")
+    from ..cfg import defaults
+
     args = dict(ckpt["meta"]["args"])
-    args.update({k: settings[k] for k in RESUME_OVERRIDES if k in settings})
+    args.update({k: settings[k] for k in RESUME_OVERRIDES if k in settings and settings[k] != defaults().get(k)})
     args["resume"], args["resume_dir"] = str(resume), str(Path(resume).resolve().parent.parent)
     return ckpt, args
 
