@@ -11,6 +11,8 @@ import torch
 import yaml
 from torch import nn
 
+from yololab import YOLO
+from yololab.checkpoint import save_checkpoint
 from yololab.cli import main
 from yololab.engine.exporter import OnnxModel, export, onnx_max_abs_diff
 from yololab.nn import DetectionModel
@@ -138,3 +140,10 @@ def test_export_command_json(tmp_path, capsys):
     assert set(result) >= {"file", "max_abs_diff", "opset", "size_mb"}
     assert result["file"] == str(tmp_path / "exp" / "tiny.onnx") and result["max_abs_diff"] < 1e-3
     assert OnnxModel(result["file"]).input_shape == (64, 64)
+
+
+def test_yolo_export_writes_beside_the_checkpoint(tmp_path):
+    model = DetectionModel(TINY_MODEL, nc=2)
+    ckpt = save_checkpoint(tmp_path / "weights" / "best.pt", model.state_dict(), {"model_yaml": model.yaml})
+    result = YOLO(ckpt).export(imgsz=64, simplify=False, verbose=False)
+    assert result["file"] == str(tmp_path / "weights" / "best.onnx") and result["max_abs_diff"] < 1e-3

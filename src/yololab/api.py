@@ -102,9 +102,10 @@ class YOLO:
     def export(self, **kwargs: Any) -> dict[str, Any]:
         """Export the fused model with the keys of ``yololab export``; returns file, max_abs_diff, opset, size_mb."""
         from .cfg import merge
+        from .cli import OUTPUT_KEYS
         from .commands import EXPORT_KEYS, export_model
 
-        keys = [k for k in EXPORT_KEYS if k not in ("model", "nc", "plugins")]
+        keys = [k for k in EXPORT_KEYS if k not in ("model", "nc", "plugins")] + list(OUTPUT_KEYS)
         return export_model(self.model, merge(kwargs, keys, where="YOLO.export"), source=self.source)
 
     def fuse(self) -> "YOLO":
