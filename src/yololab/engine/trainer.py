@@ -211,21 +211,22 @@ class Trainer:
         self.log(f"training {self.save_dir} for {epochs} epochs: {len(self.train_loader.dataset)} train images, "
                  f"{nb} batches of {self.batch} per process x {self.world}, device {self.device}"
                  + (f", AMP {self.amp_dtype}" if self.amp_dtype else ""))
-        epoch_times = []
+        epoch_times, train_times = [], []  # whole epochs; their training part (loading, forward, backward, step)
         try:
             for epoch in range(self.start_epoch, epochs):
                 self.epoch = epoch
                 t0 = time.time()
                 losses = self._train_one_epoch(epoch, epochs, nb, warmup_iters)
+                train_times.append(time.time() - t0)
                 lrs = [g["lr"] for g in self.optimizer.param_groups]
                 self.scheduler.step()
-                stop = self._end_epoch(epoch, losses, lrs, time.time() - t0)
+                stop = self._end_epoch(epoch, losses, lrs, train_times[-1])
                 epoch_times.append(time.time() - t0)
                 for hook in self.hooks:
                     hook(self)
                 if dist.broadcast_flag(stop):
                     break
-            result = self._finish(epoch_times)
+            result = self._finish(epoch_times, train_times)
         finally:
             dist.cleanup()
         return result
@@ -380,7 +381,7 @@ class Trainer:
         _truncate_csv(self.save_dir / "results.csv", self.start_epoch)
         self.log(f"resuming {self.args['resume']} from epoch {self.start_epoch + 1}/{self.args['epochs']}")
 
-    def _finish(self, epoch_times: list[float]) -> dict[str, Any]:
+    def _finish(self, epoch_times: list[float], train_times: list[float]) -> dict[str, Any]:
         """Strip the training state from the checkpoints, plot the curves and validate best.pt once more."""
         if not self.main:
             return {}
@@ -398,10 +399,10 @@ class Trainer:
                                device=self.device, dataloader=self.val_loader, save_dir=self.save_dir,
                                plots=bool(a["plots"]), verbose=bool(a.get("verbose", True)), workers=int(a["workers"]))
         images = len(self.train_loader.dataset)
-        epoch_time = float(np.mean(epoch_times)) if epoch_times else None
         result = {**_jsonable(metrics), "save_dir": str(self.save_dir), "best": str(best), "epochs_run": self.epoch + 1,
-                  "train_time_s": round(self.train_time, 2), "epoch_time_s": epoch_time,
-                  "train_images_per_s": images / epoch_time if epoch_time else None}
+                  "train_time_s": round(self.train_time, 2),
+                  "epoch_time_s": float(np.mean(epoch_times)) if epoch_times else None,
+                  "train_images_per_s": images / float(np.median(train_times)) if train_times else None}
         self.log(f"results saved to {self.save_dir}")
         return result
 

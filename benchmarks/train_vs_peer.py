@@ -1,0 +1,195 @@
+"""Train the same detector from scratch with yololab and with the peer (Ultralytics 8.4.190) and compare.
+
+Both frameworks get the same dataset, model YAML, seed, epochs, image size, batch size, device and loader workers;
+everything else is each one's default recipe. Accuracy of both is scored by yololab's COCO evaluator on the same
+ground truth (the peer's own val predictions are exported as COCO json), so mAP50, mAP50-95 and APs are comparable.
+Training throughput is train images per second of the training part of an epoch (loading, forward, backward,
+optimizer step; validation excluded), median over epochs.
+
+The peer runs in its own venv (``bash benchmarks/peer/setup.sh``), fully offline, in a subprocess.
+
+    python benchmarks/train_vs_peer.py                                # bccd, 50 epochs, imgsz 320, batch 16, cpu
+    python benchmarks/train_vs_peer.py --epochs 3 --fraction 0.25     # a quick end-to-end check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PEER_PYTHON = HERE / ".peer-venv" / "bin" / "python"
+PEER_CONFIG = HERE / ".cache" / "peer-config"
+DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "bccd" / "data.yaml"
+
+# Runs inside the peer's venv. Times the training part of each epoch with the peer's own callbacks, validates the
+# best weights with save_json, and prints one JSON line.
+PEER_SCRIPT = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    from ultralytics import YOLO
+
+    cfg = json.loads(sys.argv[1])
+    model = YOLO(cfg["model"])
+    starts, durations = [], []
+    model.add_callback("on_train_epoch_start", lambda trainer: starts.append(time.perf_counter()))
+    model.add_callback("on_train_epoch_end", lambda trainer: durations.append(time.perf_counter() - starts[-1]))
+    model.train(data=cfg["data"], epochs=cfg["epochs"], imgsz=cfg["imgsz"], batch=cfg["batch"], device=cfg["device"],
+                seed=cfg["seed"], workers=cfg["workers"], project=cfg["project"], name="train", exist_ok=True,
+                pretrained=False, plots=False, verbose=False)
+    best = Path(cfg["project"]) / "train" / "weights" / "best.pt"
+    val = YOLO(str(best)).val(data=cfg["data"], imgsz=cfg["imgsz"], batch=cfg["batch"], device=cfg["device"],
+                              save_json=True, plots=False, project=cfg["project"], name="val", exist_ok=True,
+                              workers=cfg["workers"])
+    names = YOLO(str(best)).names
+    print(json.dumps({"map50": float(val.box.map50), "map": float(val.box.map), "epoch_train_s": durations,
+                      "predictions": str(Path(val.save_dir) / "predictions.json"), "names": names}))
+""")
+
+
+def subset_data(data_yaml: Path, fraction: float, out: Path) -> Path:
+    """A data.yaml whose train split is the first ``fraction`` of the train images (sorted; val unchanged)."""
+    from yololab.data import load_data_config
+
+    cfg = load_data_config(data_yaml)
+    train = sorted(cfg.train)[: max(1, round(len(cfg.train) * fraction))]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train.txt").write_text("".join(f"{p.resolve()}\n" for p in train))
+    (out / "val.txt").write_text("".join(f"{p.resolve()}\n" for p in sorted(cfg.val)))
+    names = {int(k): v for k, v in cfg.names.items()}
+    subset = out / "data.yaml"
+    subset.write_text(yaml.safe_dump({"path": str(out), "train": "train.txt", "val": "val.txt", "names": names}))
+    return subset
+
+
+def run_ours(args, data: Path, project: Path) -> dict:
+    cmd = [sys.executable, "-m", "yololab", "train", f"model={args.model}.yaml", f"data={data}",
+           f"epochs={args.epochs}", f"imgsz={args.imgsz}", f"batch={args.batch}", f"device={args.device}",
+           f"seed={args.seed}", f"workers={args.workers}", f"project={project}", "name=train", "exist_ok=true",
+           "plots=false", "json=true"]
+    result = _run(cmd, project / "ours.log", env=os.environ.copy())
+    return {"map50": result["map50"], "map": result["map"], "aps": result["aps"],
+            "images_per_s": result["train_images_per_s"], "source": "yololab train (final validation of best.pt)"}
+
+
+def run_peer(args, data: Path, project: Path) -> dict:
+    if not PEER_PYTHON.is_file():
+        raise SystemExit(f"{PEER_PYTHON} not found: run `bash benchmarks/peer/setup.sh` first")
+    from yololab.data import load_data_config
+    from yololab.engine.validator import evaluate_files
+
+    cfg = {"model": f"{args.model}.yaml", "data": str(data), "epochs": args.epochs, "imgsz": args.imgsz,
+           "batch": args.batch, "device": args.device, "seed": args.seed, "workers": args.workers,
+           "project": str(project)}
+    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(PEER_CONFIG), "MPLBACKEND": "Agg"}
+    env.pop("PYTHONPATH", None)
+    result = _run([str(PEER_PYTHON), "-c", PEER_SCRIPT, json.dumps(cfg)], project / "peer.log", env=env)
+    gt = coco_ground_truth(load_data_config(data), project)
+    predictions = peer_predictions_to_gt_ids(Path(result["predictions"]), gt, result["names"])
+    ours_eval = evaluate_files(gt, predictions, verbose=False)
+    n_images = len(load_data_config(data).train)
+    durations = sorted(result["epoch_train_s"])
+    return {"map50": ours_eval["map50"], "map": ours_eval["map"], "aps": ours_eval["aps"],
+            "images_per_s": n_images / durations[len(durations) // 2] if durations else None,
+            "peer_reported": {"map50": result["map50"], "map": result["map"]},
+            "source": "peer val predictions (conf 0.001, iou 0.7) scored by yololab's evaluator"}
+
+
+def coco_ground_truth(cfg, project: Path) -> Path:
+    """The val split's COCO ground truth: the dataset's own json when it has one, else built from the labels."""
+    if cfg.coco_val_json is not None:
+        return cfg.coco_val_json
+    from yololab.data import load_labels
+    from yololab.metrics import yolo_ground_truth
+
+    labels, _ = load_labels(cfg.val, cfg.nc)
+    path = project / "val_gt.json"
+    path.write_text(json.dumps(yolo_ground_truth(labels, cfg.names)))
+    return path
+
+
+def peer_predictions_to_gt_ids(predictions: Path, gt_file: Path, peer_names: dict) -> Path:
+    """Re-key the peer's COCO predictions (image id = file stem, category = class index, 0- or 1-based) to the
+    ground truth's image and category ids (matched by file name and class name)."""
+    gt = json.loads(Path(gt_file).read_text())
+    image_ids = {Path(im["file_name"]).stem: im["id"] for im in gt["images"]}
+    category_ids = {c["name"]: c["id"] for c in gt["categories"]}
+    records = json.loads(predictions.read_text())
+    offset = min((r["category_id"] for r in records), default=0)  # the peer numbers classes from 0 or from 1
+    names = {int(k): v for k, v in peer_names.items()}
+    out = [{**r, "image_id": image_ids[str(r["image_id"])], "category_id": category_ids[names[r["category_id"] - offset]]}
+           for r in records]
+    path = predictions.with_name("predictions_gt_ids.json")
+    path.write_text(json.dumps(out))
+    return path
+
+
+def _run(cmd: list[str], log: Path, env: dict) -> dict:
+    """Run a training subprocess (stderr to ``log``, stdout appended after it); return its last JSON line."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"running: {' '.join(cmd[:3])} ... (log: {log})", flush=True)
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, env=env, cwd=ROOT)
+    with open(log, "a") as f:
+        f.write(proc.stdout)
+    if proc.returncode:
+        tail = "\n".join(log.read_text().strip().splitlines()[-8:])
+        raise SystemExit(f"{cmd[0]} failed with exit code {proc.returncode}:\n{tail}")
+    return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+
+
+def table(rows: dict[str, dict], args) -> str:
+    head = (f"{args.model} from scratch on {args.data_name}: epochs={args.epochs} imgsz={args.imgsz} "
+            f"batch={args.batch} device={args.device} seed={args.seed} workers={args.workers} "
+            f"fraction={args.fraction}\n\n")
+    lines = ["| framework | mAP50 | mAP50-95 | APs | train images/s |", "|---|---|---|---|---|"]
+    for name, r in rows.items():
+        aps = "-" if r["aps"] is None else f"{r['aps']:.3f}"
+        lines.append(f"| {name} | {r['map50']:.3f} | {r['map']:.3f} | {aps} | {r['images_per_s']:.2f} |")
+    if len(rows) == 2:
+        ours, peer = rows["yololab"], rows["ultralytics 8.4.190"]
+        lines.append(f"\nyololab / peer: mAP50-95 {ours['map'] - peer['map']:+.3f}, "
+                     f"throughput x{ours['images_per_s'] / peer['images_per_s']:.2f}")
+        lines.append(f"peer's own reported numbers: mAP50 {peer['peer_reported']['map50']:.3f}, "
+                     f"mAP50-95 {peer['peer_reported']['map']:.3f}")
+    return head + "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--model", default="yolov8n")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--fraction", type=float, default=1.0, help="share of the train images used (val stays whole)")
+    p.add_argument("--only", choices=("ours", "peer"), help="run one side only")
+    p.add_argument("--out", type=Path, default=HERE / ".cache" / "train_vs_peer")
+    args = p.parse_args()
+    if not args.data.is_file():
+        raise SystemExit(f"{args.data} not found (../shared/datasets/bccd is expected beside the checkout)")
+    args.data_name = args.data.parent.name
+    out = args.out / f"{args.data_name}-{args.model}-e{args.epochs}-s{args.imgsz}-f{args.fraction}"
+    data = subset_data(args.data, args.fraction, out / "data") if args.fraction < 1 else args.data.resolve()
+    rows = {}
+    if args.only in (None, "ours"):
+        rows["yololab"] = run_ours(args, data, out / "ours")
+    if args.only in (None, "peer"):
+        rows["ultralytics 8.4.190"] = run_peer(args, data, out / "peer")
+    (out / "result.json").write_text(json.dumps(rows, indent=1))
+    print(table(rows, args))
+
+
+if __name__ == "__main__":
+    main()
