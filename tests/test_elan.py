@@ -13,7 +13,8 @@ from torch import nn
 
 from yololab.engine.exporter import export_onnx, onnx_max_abs_diff
 from yololab.nn import DetectionModel, ModelConfigError, load_model_yaml
-from yololab.nn.elan import ELAN, EELAN, MP, SPPCSPC, ConvAct, EELANSum, ELANH, make_act
+from yololab.nn.conv import make_act
+from yololab.nn.elan import ELAN, EELAN, MP, SPPCSPC, ConvAct, EELANSum, ELANH
 from yololab.nn.parse import build_layers
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,6 +9,22 @@ from torch import nn
 
 from .registry import register
 
+ACTIVATIONS = {
+    "silu": nn.SiLU,
+    "leaky_relu": lambda: nn.LeakyReLU(0.1),
+    "relu": nn.ReLU,
+    "hardswish": nn.Hardswish,
+    "gelu": nn.GELU,
+    "identity": nn.Identity,
+}
+
+
+def make_act(name: str) -> nn.Module:
+    """A new activation module from its name; ``leaky_relu`` is LeakyReLU(0.1) as in YOLOv7-tiny."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
 
 def autopad(k: int | tuple, p: int | tuple | None = None, d: int = 1) -> int | list[int]:
     """'Same' padding for kernel ``k`` and dilation ``d`` when ``p`` is None."""
@@ -40,11 +56,11 @@ class Conv(nn.Module):
     default_act = nn.SiLU()
 
     def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, p: int | None = None, g: int = 1,
-                 d: int = 1, act: bool | nn.Module = True):
+                 d: int = 1, act: bool | str | nn.Module = True):
         super().__init__()
         self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)
         self.bn = nn.BatchNorm2d(c2)
-        self.act = self.default_act if act is True else act if isinstance(act, nn.Module) else nn.Identity()
+        self.act = _resolve_act(act, self.default_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bn is None:
@@ -58,11 +74,24 @@ class Conv(nn.Module):
             self.bn = None
 
 
+def _resolve_act(act: bool | str | nn.Module, default: nn.Module) -> nn.Module:
+    """True -> the default SiLU, False/None -> identity, a name -> ``make_act(name)``, a module as given."""
+    if act is True:
+        return default
+    if act is False or act is None:
+        return nn.Identity()
+    if isinstance(act, str):
+        return make_act(act)
+    if isinstance(act, nn.Module):
+        return act
+    raise ValueError(f"act must be a bool, an activation name or a module, got {act!r}")
+
+
 @register
 class DWConv(Conv):
     """Depthwise Conv: groups = gcd(c1, c2)."""
 
-    def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, d: int = 1, act: bool | nn.Module = True):
+    def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, d: int = 1, act: bool | str | nn.Module = True):
         super().__init__(c1, c2, k, s, g=math.gcd(c1, c2), d=d, act=act)
 
 

@@ -4,35 +4,19 @@ ELAN (Wang, Liao, Yeh, "Designing Network Design Strategies Through Gradient Pat
 keeps both the shortest and the longest gradient path of a stage short by concatenating the outputs
 of stacked computational blocks; YOLOv7 (Wang, Bochkovskiy, Liao, 2022) is built from it.
 
-Every module here takes an ``act`` name (``ACTIVATIONS``) so that YOLOv7-tiny's LeakyReLU(0.1) can
+Every module here takes an ``act`` name (``yololab.nn.conv.ACTIVATIONS``) so that YOLOv7-tiny's LeakyReLU(0.1) can
 be chosen per YAML row without touching ``Conv.default_act``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from .conv import Conv
 from .registry import BuildContext, register
-
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "silu": nn.SiLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.1),
-    "relu": nn.ReLU,
-    "hardswish": nn.Hardswish,
-    "identity": nn.Identity,
-}
-
-
-def make_act(name: str) -> nn.Module:
-    """A new activation module from its name; ``leaky_relu`` is LeakyReLU(0.1) as in YOLOv7-tiny."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
-
 
 def _scale_hidden(args: list, c_in: int, ctx: BuildContext) -> list:
     """The hidden width (constructor arg 3) scales with the model width exactly like the output width."""
@@ -56,7 +40,7 @@ class ConvAct(Conv):
     """
 
     def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, act: str = "silu", g: int = 1):
-        super().__init__(c1, c2, k, s, g=g, act=make_act(act))
+        super().__init__(c1, c2, k, s, g=g, act=act)
 
 
 @register(prepare=_scale_hidden)
@@ -78,14 +62,14 @@ class ELAN(nn.Module):
         bw = hidden if block_width is None else block_width
         _check_counts(type(self).__name__, hidden=hidden, blocks=blocks, convs_per_block=convs_per_block,
                       block_width=bw)
-        self.cv1 = Conv(c1, hidden, 1, act=make_act(act))
-        self.cv2 = Conv(c1, hidden, 1, act=make_act(act))
+        self.cv1 = Conv(c1, hidden, 1, act=act)
+        self.cv2 = Conv(c1, hidden, 1, act=act)
         self.m = nn.ModuleList(
-            nn.Sequential(*(Conv(hidden if i == j == 0 else bw, bw, 3, act=make_act(act))
+            nn.Sequential(*(Conv(hidden if i == j == 0 else bw, bw, 3, act=act)
                             for j in range(convs_per_block)))
             for i in range(blocks)
         )
-        self.cv3 = Conv(2 * hidden + blocks * bw, c2, 1, act=make_act(act))
+        self.cv3 = Conv(2 * hidden + blocks * bw, c2, 1, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = [self.cv1(x), self.cv2(x)]
@@ -127,13 +111,13 @@ class EELAN(nn.Module):
         _check_counts("EELAN", hidden=hidden, blocks=blocks, convs_per_block=convs_per_block, groups=groups)
         wide = groups * hidden
         self.hidden, self.groups = hidden, groups
-        self.cv1 = Conv(c1, wide, 1, act=make_act(act))
-        self.cv2 = Conv(c1, wide, 1, act=make_act(act))
+        self.cv1 = Conv(c1, wide, 1, act=act)
+        self.cv2 = Conv(c1, wide, 1, act=act)
         self.m = nn.ModuleList(
-            nn.Sequential(*(Conv(wide, wide, 3, g=groups, act=make_act(act)) for _ in range(convs_per_block)))
+            nn.Sequential(*(Conv(wide, wide, 3, g=groups, act=act) for _ in range(convs_per_block)))
             for _ in range(blocks)
         )
-        self.cv3 = Conv((2 + blocks) * hidden, c2, 1, act=make_act(act))
+        self.cv3 = Conv((2 + blocks) * hidden, c2, 1, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = [self.cv1(x), self.cv2(x)]
@@ -184,9 +168,9 @@ class MP(nn.Module):
             raise ValueError(f"MP needs an even number of output channels, got {c2}")
         c_ = c2 // 2
         self.pool = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.cv1 = Conv(c1, c_, 1, act=make_act(act))
-        self.cv2 = Conv(c1, c_, 1, act=make_act(act))
-        self.cv3 = Conv(c_, c_, 3, 2, act=make_act(act))
+        self.cv1 = Conv(c1, c_, 1, act=act)
+        self.cv2 = Conv(c1, c_, 1, act=act)
+        self.cv3 = Conv(c_, c_, 3, 2, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat((self.cv3(self.cv2(x)), self.cv1(self.pool(x))), 1)
@@ -212,7 +196,7 @@ class SPPCSPC(nn.Module):
             raise ValueError(f"SPPCSPC hidden width int(2 * {c2} * {e}) must be at least 1")
 
         def conv(c_in: int, c_out: int, kernel: int) -> Conv:
-            return Conv(c_in, c_out, kernel, act=make_act(act))
+            return Conv(c_in, c_out, kernel, act=act)
 
         self.cv1 = conv(c1, c_, 1)
         self.cv2 = conv(c1, c_, 1)
