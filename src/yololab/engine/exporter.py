@@ -7,6 +7,7 @@ Class names, stride and input size travel in the ONNX metadata.
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import warnings
@@ -128,6 +129,18 @@ def _check_batch(image: np.ndarray | None, imgsz: int, batch: int) -> torch.Tens
     return x.repeat(batch, 1, 1, 1)
 
 
+def _parse_names(text: str) -> dict[int, str]:
+    """Class names from ONNX metadata: our JSON, or the Python dict literal other exporters write."""
+    try:
+        names = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            names = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return {}
+    return {int(k): str(v) for k, v in names.items()} if isinstance(names, dict) else {}
+
+
 class OnnxModel:
     """An exported detector run by onnxruntime, called like a DetectionModel in eval mode.
 
@@ -156,9 +169,9 @@ class OnnxModel:
         self.input_shape = tuple(inp.shape[2:]) if all(isinstance(s, int) for s in inp.shape[2:]) else None
         self.stride = int(meta.get("stride", 32))
         nc = self.session.get_outputs()[0].shape[1]
-        names = json.loads(meta["names"]) if "names" in meta else {}
+        names = _parse_names(meta.get("names", "{}"))
         self.nc = int(meta["nc"]) if meta.get("nc") else nc - 4 if isinstance(nc, int) else len(names)
-        self.names = {int(k): v for k, v in names.items()} or {i: str(i) for i in range(self.nc)}
+        self.names = names or {i: str(i) for i in range(self.nc)}
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.detach().cpu().numpy().astype(self.dtype)

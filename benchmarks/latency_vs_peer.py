@@ -1,0 +1,214 @@
+"""Inference latency side by side: yololab against the peer (Ultralytics 8.4.190), yolov8n, batch 1, CPU.
+
+Both sides build yolov8n from their own YAML; the peer loads our random state_dict (strict), so both compute the
+same outputs (checked). PyTorch: each framework's own fuse() and eval forward under inference_mode on a zero image,
+ours in this process and the peer's in a worker process of its venv (same torch version; the same ``--threads``
+on both sides, since the peer otherwise lowers its own CPU thread count on import).
+ONNX: each framework's own exporter (opset 17, simplified with onnxslim), and both files run in this process's
+onnxruntime with the same default session options. Measurements alternate between ours and the peer's in
+``--rounds`` rounds (the order flips every round); each round times ``--runs`` calls after ``--warmup`` untimed ones
+with the same timing function (``yololab.utils.profile.time_calls``). Reported: the median over rounds of each
+round's median and p90, and the ours / peer ratio of those medians (below 1 = ours faster).
+
+The peer's exporter imports onnx, onnxslim and onnxruntime, which benchmarks/peer/setup.sh does not install: its
+worker appends this venv's site-packages to the end of ``sys.path`` so these (and only missing modules) resolve
+to the same versions both sides use.
+
+Run: ``.venv/bin/python benchmarks/latency_vs_peer.py [--imgsz 640] [--rounds 5] [--runs 20] [--warmup 5]
+[--record]``; ``--record`` writes the table into benchmarks/RESULTS.md. Without the peer venv only ours is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import site
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _peer import PEER_PYTHON, peer_available, peer_env
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+SECTION = ("<!-- latency_vs_peer:start -->", "<!-- latency_vs_peer:end -->")
+OPSET = 17
+
+# Runs in the peer's venv: builds the peer's yolov8n with our weights, exports it with the peer's exporter, then
+# answers timing requests (one JSON line in, one JSON line out) until stdin closes.
+PEER_WORKER = textwrap.dedent("""
+    import importlib.util, json, sys
+    cfg = json.loads(sys.argv[1])
+    reply, sys.stdout = sys.stdout, sys.stderr  # the peer's logging must not mix with the replies
+    sys.path.append(cfg["fallback_site"])  # only modules missing in the peer venv (onnx, onnxslim, onnxruntime)
+    import numpy as np, torch
+    from ultralytics import YOLO
+
+    spec = importlib.util.spec_from_file_location("profile", cfg["profile_py"])
+    profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile)
+    torch.set_num_threads(cfg["threads"])  # after the peer's import, which sets its own CPU thread count
+    yolo = YOLO("yolov8n.yaml")
+    yolo.model.load_state_dict(torch.load(cfg["state"], weights_only=True), strict=True)
+    onnx_file = yolo.export(format="onnx", imgsz=cfg["imgsz"], opset=cfg["opset"], simplify=True, batch=1)
+    model = yolo.model.fuse().eval()
+    x = torch.zeros(1, 3, cfg["imgsz"], cfg["imgsz"])
+    with torch.inference_mode():
+        y = model(torch.from_numpy(np.load(cfg["check_in"])))
+        np.save(cfg["check_out"], (y[0] if isinstance(y, (list, tuple)) else y).numpy())
+        print(json.dumps({"onnx": str(onnx_file), "threads": torch.get_num_threads(), "torch": torch.__version__}),
+              file=reply, flush=True)
+        for line in sys.stdin:
+            req = json.loads(line)
+            stats = profile.time_calls(lambda: model(x), warmup=req["warmup"], runs=req["runs"])
+            print(json.dumps(stats), file=reply, flush=True)
+""")
+
+
+class PeerWorker:
+    """The peer's model in a long-lived process of its venv, timed on request."""
+
+    def __init__(self, state_file: Path, check_in: Path, imgsz: int, threads: int, workdir: Path):
+        cfg = {"state": str(state_file), "check_in": str(check_in), "check_out": str(workdir / "peer_out.npy"),
+               "imgsz": imgsz, "threads": threads, "opset": OPSET,
+               "profile_py": str(ROOT / "src" / "yololab" / "utils" / "profile.py"),
+               "fallback_site": site.getsitepackages()[0]}
+        self.proc = subprocess.Popen([str(PEER_PYTHON), "-c", PEER_WORKER, json.dumps(cfg)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=open(workdir / "peer.log", "w"), text=True,
+                                     cwd=workdir, env=peer_env())
+        self.info = self._read(workdir)
+        self.output = np.load(workdir / "peer_out.npy")
+
+    def _read(self, workdir: Path) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            tail = "\n".join((workdir / "peer.log").read_text().splitlines()[-10:])
+            raise SystemExit(f"the peer worker stopped:\n{tail}")
+        return json.loads(line)
+
+    def time(self, warmup: int, runs: int, workdir: Path) -> dict:
+        self.proc.stdin.write(json.dumps({"warmup": warmup, "runs": runs}) + "\n")
+        self.proc.stdin.flush()
+        return self._read(workdir)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def onnx_timer(file: str | Path):
+    """A function timing one onnxruntime session on a zero input."""
+    from yololab.engine.exporter import OnnxModel
+    from yololab.utils.profile import time_calls
+
+    onnx_model = OnnxModel(file)
+    shape = [1, 3, *onnx_model.input_shape]
+    feed = {onnx_model.input_name: np.zeros(shape, np.float32)}
+    return lambda warmup, runs: time_calls(lambda: onnx_model.session.run(None, feed), warmup=warmup, runs=runs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
+                        help="PyTorch CPU threads, the same for both sides (default: torch's default here)")
+    parser.add_argument("--record", action="store_true", help="write the table into benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from yololab.engine.exporter import export
+    from yololab.nn import DetectionModel
+    from yololab.utils.profile import time_calls
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolov8n.yaml").eval()
+    fused = DetectionModel("yolov8n.yaml").eval()
+    fused.load_state_dict(model.state_dict())
+    fused.fuse()
+    x = torch.zeros(1, 3, args.imgsz, args.imgsz)
+    timers = {}
+    with tempfile.TemporaryDirectory(prefix="latency-vs-peer-") as tmp:
+        workdir = Path(tmp)
+        ours_onnx = export(model, workdir / "ours.onnx", imgsz=args.imgsz, opset=OPSET, simplify=True, verbose=False)
+        timers["ours torch"] = lambda w, r: time_calls(lambda: fused(x), warmup=w, runs=r)
+        timers["ours onnx"] = onnx_timer(ours_onnx["file"])
+        peer = None
+        if peer_available():
+            torch.save(model.state_dict(), workdir / "state.pt")
+            check = torch.rand(1, 3, args.imgsz, args.imgsz)
+            np.save(workdir / "check_in.npy", check.numpy())
+            peer = PeerWorker(workdir / "state.pt", workdir / "check_in.npy", args.imgsz, torch.get_num_threads(),
+                              workdir)
+            with torch.inference_mode():
+                ref = model(check).numpy()
+            rel = float(np.abs(peer.output - ref).max() / np.abs(ref).max())
+            print(f"peer ready (torch {peer.info['torch']}, {peer.info['threads']} threads); "
+                  f"same weights, eval outputs max rel diff {rel:.2e}")
+            timers["peer torch"] = lambda w, r: peer.time(w, r, workdir)
+            timers["peer onnx"] = onnx_timer(workdir / peer.info["onnx"])
+        else:
+            print("peer not installed (run benchmarks/peer/setup.sh); measuring ours only")
+        with torch.inference_mode():
+            stats = run_rounds(timers, args)
+        if peer is not None:
+            peer.close()
+    table = format_table(stats, args)
+    print(table)
+    if args.record:
+        record(table)
+    return 0
+
+
+def run_rounds(timers: dict, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Alternate the timers for ``args.rounds`` rounds; median over rounds of each round's median and p90."""
+    rounds: dict[str, list[dict]] = {name: [] for name in timers}
+    names = list(timers)
+    for r in range(args.rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            rounds[name].append(timers[name](args.warmup, args.runs))
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {rounds[n][-1]['median_ms']:.1f}" for n in names),
+              flush=True)
+    return {name: {k: statistics.median(s[k] for s in stats) for k in ("median_ms", "p90_ms")}
+            for name, stats in rounds.items()}
+
+
+def format_table(stats: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
+    """Markdown table: per format ours and peer median / p90 ms and the ours / peer ratio."""
+    lines = [f"yolov8n, {args.imgsz} px, batch 1, CPU ({platform.processor() or platform.machine()}, "
+             f"{torch.get_num_threads()} torch threads), torch {torch.__version__}; {args.rounds} alternating rounds "
+             f"of {args.runs} runs after {args.warmup} warm-up; ms per image (median over rounds)", "",
+             "| format | ours median | ours p90 | peer median | peer p90 | ours / peer (median) |",
+             "|---|---|---|---|---|---|"]
+    for fmt, label in (("torch", "PyTorch (fused)"), ("onnx", "ONNX Runtime")):
+        ours, peer = stats[f"ours {fmt}"], stats.get(f"peer {fmt}")
+        peer_cells = (f"{peer['median_ms']:.1f} | {peer['p90_ms']:.1f} | {ours['median_ms'] / peer['median_ms']:.3f}"
+                      if peer else "peer not installed | - | -")
+        lines.append(f"| {label} | {ours['median_ms']:.1f} | {ours['p90_ms']:.1f} | {peer_cells} |")
+    return "\n".join(lines)
+
+
+def record(table: str) -> None:
+    """Replace (or append) this benchmark's section of RESULTS.md."""
+    body = f"{SECTION[0]}\n## Inference latency vs peer (`benchmarks/latency_vs_peer.py`)\n\n{table}\n{SECTION[1]}"
+    text = RESULTS.read_text() if RESULTS.is_file() else "# Benchmark results\n"
+    if SECTION[0] in text:
+        start, end = text.index(SECTION[0]), text.index(SECTION[1]) + len(SECTION[1])
+        text = text[:start] + body + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + body + "\n"
+    RESULTS.write_text(text)
+    print(f"recorded in {RESULTS}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
