@@ -148,6 +148,7 @@ def test_slimneck_keeps_the_backbone_and_slims_the_neck(family, neck_block, base
 @pytest.mark.parametrize("scale", ["n", "s", "m"])
 def test_slimneck_is_lighter_than_its_baseline(family, scale):
     slim, base = DetectionModel(f"{family}{scale}-slimneck.yaml"), DetectionModel(f"{family}{scale}.yaml")
+    assert slim.stride.tolist() == [8.0, 16.0, 32.0]  # built and run at this scale
     assert count_params(slim) < count_params(base)
     assert count_gflops(slim, 128) < count_gflops(base, 128)  # conv FLOPs scale with the image area
 
@@ -168,6 +169,7 @@ def test_slimneck_fuses_and_exports_to_onnx(cfg, tmp_path):
     with torch.no_grad():
         y, y_fused = model(images), fused(images)
     scale = y.abs().max().item()
+    assert y.shape == (1, 4 + 80, 12 * 12 + 6 * 6 + 3 * 3)  # decoded boxes + scores at strides 8/16/32
     assert (y - y_fused).abs().max() <= 1e-5 * scale
 
     file = export_onnx(model, tmp_path / "model.onnx", imgsz=96)

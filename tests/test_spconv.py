@@ -166,6 +166,7 @@ def test_spconv_model_fuses_and_exports_to_onnx(tmp_path):
     with torch.no_grad():
         y, y_fused = model(images), fused(images)
     scale = y.abs().max().item()
+    assert y.shape == (1, 4 + 80, 12 * 12 + 6 * 6 + 3 * 3)  # decoded boxes + scores at strides 8/16/32
     assert (y - y_fused).abs().max() <= 1e-5 * scale
     file = export_onnx(model, tmp_path / "model.onnx", imgsz=96)
     assert onnx_max_abs_diff(file, fused, images) <= 1e-5 * scale
@@ -186,5 +187,6 @@ def test_spconv_config_layout():
 @pytest.mark.parametrize("scale", ["n", "s", "m"])
 def test_spconv_is_lighter_than_yolov8(scale):
     spconv, base = DetectionModel(f"yolov8{scale}-spconv.yaml"), DetectionModel(f"yolov8{scale}.yaml")
+    assert spconv.stride.tolist() == [8.0, 16.0, 32.0]  # built and run at this scale
     assert count_params(spconv) < count_params(base)
     assert count_gflops(spconv, 128) < count_gflops(base, 128)
