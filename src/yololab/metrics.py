@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -21,7 +21,6 @@ from faster_coco_eval import COCO, COCOeval_faster
 
 from .ops import box_iou
 
-SIZE_BUCKETS = ("small", "medium", "large")
 PR_IOU = 0.5  # IoU at which precision, recall, F1 and the confusion matrix count a detection as correct
 CONF_GRID = np.linspace(0, 1, 1001)  # confidences at which the P, R and F1 curves are sampled
 
@@ -111,23 +110,22 @@ class DetectionMetrics:
 
     summary: dict[str, Any]
     names: list[str]  # one per evaluated category, in category-id order
-    pr_curves: np.ndarray  # (K, 101) interpolated precision at IoU 0.5 over RECALL_POINTS; -1 for classes without gt
+    pr_curves: np.ndarray  # (K, 101) interpolated precision at IoU 0.5 over recall_points; -1 for classes without gt
     recall_points: np.ndarray  # (101,)
     precision_conf: np.ndarray  # (K, len(CONF_GRID)) precision at each confidence threshold
     recall_conf: np.ndarray  # (K, len(CONF_GRID))
     f1_conf: np.ndarray  # (K, len(CONF_GRID))
-    confusion: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (K + 1, K + 1), see confusion_matrix
+    confusion: np.ndarray  # (K + 1, K + 1), see confusion_matrix
 
 
 def evaluate_coco(gt: dict | str | Path, predictions: list[dict] | str | Path, *, max_dets: int = 100,
                   confusion_conf: float = 0.25) -> DetectionMetrics:
     """Score COCO predictions against a COCO ground truth.
 
-    ``summary`` holds ``map`` (AP50-95), ``map50``, ``map75``, ``aps``/``apm``/``apl``, ``ar1``/``ar10``/``ar`` (recall at
-    ``max_dets``),
-    ``ars``/``arm``/``arl``, ``precision``/``recall``/``f1`` at the best-F1 confidence ``conf_best``, ``images``,
-    ``instances`` and ``per_class`` ({name: {ap, ap50, ap75, aps, apm, apl, precision, recall, images,
-    instances}}). Size-bucket values are None when the ground truth has no object of that size. ``max_dets`` is
+    ``summary`` holds ``map`` (AP50-95), ``map50``, ``map75``, ``aps``/``apm``/``apl``, ``ar1``/``ar10``/``ar``
+    (recall at ``max_dets``), ``ars``/``arm``/``arl``, ``precision``/``recall``/``f1`` at the best-F1
+    confidence ``conf_best``, ``images``, ``instances`` and ``per_class`` ({name: {ap, ap50, ap75, aps, apm,
+    apl, precision, recall, images, instances}}). Size-bucket values are None when the ground truth has no object of that size. ``max_dets`` is
     COCO's per-image detection cap (100 in the official protocol; raise it for images with more objects).
     """
     gt = load_coco_json(gt) if isinstance(gt, (str, Path)) else gt
@@ -139,7 +137,6 @@ def evaluate_coco(gt: dict | str | Path, predictions: list[dict] | str | Path, *
 
     coco_eval = _run_cocoeval(gt, predictions, max_dets)
     precision = coco_eval.eval["precision"]  # (T, R, K, A, M): IoU, recall point, class, area, max-dets
-    recall = coco_eval.eval["recall"]  # (T, K, A, M)
     stats = coco_eval.stats  # AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl
     iou50 = int(np.argmin(np.abs(coco_eval.params.iouThrs - 0.5)))
     iou75 = int(np.argmin(np.abs(coco_eval.params.iouThrs - 0.75)))
@@ -160,7 +157,9 @@ def evaluate_coco(gt: dict | str | Path, predictions: list[dict] | str | Path, *
             "ap": _mean_valid(precision[:, :, k, 0, -1]),
             "ap50": _mean_valid(precision[iou50, :, k, 0, -1]),
             "ap75": _mean_valid(precision[iou75, :, k, 0, -1]),
-            **{f"ap{b[0]}": _mean_valid(precision[:, :, k, a, -1]) for a, b in enumerate(SIZE_BUCKETS, 1)},
+            "aps": _mean_valid(precision[:, :, k, 1, -1]),  # area ranges: all, small, medium, large
+            "apm": _mean_valid(precision[:, :, k, 2, -1]),
+            "apl": _mean_valid(precision[:, :, k, 3, -1]),
             "precision": float(p_conf[k, best]) if has_gt[k] else None,
             "recall": float(r_conf[k, best]) if has_gt[k] else None,
             "images": int(images_per_class[k]),
@@ -193,8 +192,8 @@ def evaluate_coco(gt: dict | str | Path, predictions: list[dict] | str | Path, *
 def _run_cocoeval(gt: dict, predictions: list[dict], max_dets: int) -> COCOeval_faster:
     """Evaluate, accumulate and summarize with faster-coco-eval (its console output suppressed)."""
     quiet = lambda *args, **kwargs: None  # noqa: E731
-    coco_gt = COCO(gt, print_function=quiet)
-    # loadRes adds fields (id, area, segmentation) to each result dict: give it copies
+    # the COCO API adds fields to annotation and result dicts (ignore; id, area, segmentation): give it copies
+    coco_gt = COCO({**gt, "annotations": [dict(a) for a in gt["annotations"]]}, print_function=quiet)
     coco_dt = coco_gt.loadRes([dict(p) for p in predictions])
     coco_eval = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=quiet)
     coco_eval.params.maxDets = [1, 10, max_dets]
