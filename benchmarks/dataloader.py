@@ -2,7 +2,8 @@
 the peer's (Ultralytics, when benchmarks/peer/setup.sh installed it) on the same data and settings.
 
 Run: ``.venv/bin/python benchmarks/dataloader.py [--data ../shared/datasets/bccd/data.yaml] [--images 320]``.
-Each side first loads/caches its labels, then runs one warm-up batch (worker start-up) that is not timed.
+The dataset is copied to a temporary folder first (the peer would write its label cache into the dataset);
+each side then loads and caches its labels and runs one untimed warm-up batch (worker start-up).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import yaml
 from _peer import PEER_PYTHON, ROOT, in_peer, peer_available, peer_env
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "bccd" / "data.yaml"
@@ -75,21 +78,9 @@ def main() -> int:
     if not args.data.is_file():
         print(f"dataset not found: {args.data}")
         return 1
-    print(f"{args.data} train split, mosaic at {args.imgsz}, batch {args.batch}, {args.workers} workers, "
-          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()})")
-    results = {"yololab": run_ours(args)}
-    if peer_available():
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "peer.json"
-            forwarded = [f"--{k}={getattr(args, k)}" for k in ("data", "images", "imgsz", "batch", "workers")]
-            code = subprocess.call([str(PEER_PYTHON), __file__, "--in-peer", f"--out={out}", *forwarded],
-                                   env=peer_env())
-            if code == 0:
-                results["ultralytics"] = json.loads(out.read_text())
-            else:
-                print(f"peer run failed with exit code {code}")
-    else:
-        print("peer not installed (run benchmarks/peer/setup.sh)")
+    with tempfile.TemporaryDirectory() as tmp:
+        args.data = copy_dataset(args.data, Path(tmp) / "data")
+        results = run_both(args)
     for name, r in results.items():
         print(f"{name:<12} {r['images_per_s']:>8.1f} images/s  ({r['images']} images in {r['seconds']:.1f} s)")
     if "ultralytics" in results:
@@ -98,6 +89,39 @@ def main() -> int:
         print(f"ratio yololab / ultralytics: {ratio:.2f}")
     print(json.dumps(results))
     return 0
+
+
+def copy_dataset(data_yaml: Path, dst: Path) -> Path:
+    """Copy the dataset root of ``data_yaml`` to ``dst``; returns the copied yaml (with an absolute ``path``)."""
+    from yololab.data import load_data_config
+
+    root, yaml_file = load_data_config(data_yaml).root, data_yaml.resolve()
+    if not yaml_file.is_relative_to(root):
+        raise SystemExit(f"{data_yaml} must lie inside its dataset root {root} to be copied")
+    shutil.copytree(root, dst)
+    copied = dst / yaml_file.relative_to(root)
+    spec = yaml.safe_load(copied.read_text())
+    spec["path"] = str(dst)  # the peer resolves a relative `path` against the working directory
+    copied.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return copied
+
+
+def run_both(args) -> dict:
+    print(f"{args.data} train split, mosaic at {args.imgsz}, batch {args.batch}, {args.workers} workers, "
+          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+          f"load average {os.getloadavg()[0]:.1f}")
+    results = {"yololab": run_ours(args)}
+    if not peer_available():
+        print("peer not installed (run benchmarks/peer/setup.sh)")
+        return results
+    out = args.data.parent.parent / "peer.json"
+    forwarded = [f"--{k}={getattr(args, k)}" for k in ("data", "images", "imgsz", "batch", "workers")]
+    code = subprocess.call([str(PEER_PYTHON), __file__, "--in-peer", f"--out={out}", *forwarded], env=peer_env())
+    if code == 0:
+        results["ultralytics"] = json.loads(out.read_text())
+    else:
+        print(f"peer run failed with exit code {code}")
+    return results
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import random
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,6 +29,7 @@ DEFAULT_HYP: dict[str, float] = {
     "perspective": 0.0, "flipud": 0.0, "fliplr": 0.5, "mosaic": 1.0, "mixup": 0.0,
 }
 RAM_CACHE_SHARE = 0.5  # cache=ram is refused when the images need more than this share of free memory
+RECENT_BYTES = 160 * 2**20  # decoded images kept per worker when augmenting; mosaic and mixup partners come from them
 
 
 class YoloDataset(Dataset):
@@ -63,6 +65,8 @@ class YoloDataset(Dataset):
         self._mix_probs = torch.tensor([self.hyp["mosaic"], self.hyp["mixup"]], dtype=torch.float64).share_memory_()
         self.rng = np.random.default_rng(0)  # reseeded per worker by build_dataloader
         self.batch_shapes = self._rect_shapes(pad) if self.rect else None
+        self._recent: OrderedDict[int, tuple[np.ndarray, tuple[int, int]]] = OrderedDict()
+        self._recent_max = int(np.clip(RECENT_BYTES // (3 * self.imgsz ** 2), 16, 1000))
         self._ram = None
         if cache:
             self._ram = self._cache_in_ram()
@@ -116,8 +120,24 @@ class YoloDataset(Dataset):
         """Image ``index`` resized so its long side is ``imgsz``, and its original (h, w)."""
         if self._ram is not None:
             return self._ram[index]
+        if index in self._recent:
+            return self._recent[index]
+        item = self._decode_resized(index)
+        if self.augment:
+            self._recent[index] = item
+            if len(self._recent) > self._recent_max:
+                self._recent.popitem(last=False)
+        return item
+
+    def _decode_resized(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:
         img = load_image(self.labels[index]["im_file"])
         return resize_long_side(img, self.imgsz, smooth_downscale=not self.augment), img.shape[:2]
+
+    def _partners(self, k: int) -> list[int]:
+        """``k`` random images to combine with (mosaic, mixup): drawn among the recently decoded ones once
+        enough are kept, which spares most decoding (the sampler's shuffle makes them a random subset)."""
+        pool = list(self._recent) if self._ram is None and len(self._recent) >= self._recent_max // 2 else len(self)
+        return [int(i) for i in self.rng.choice(pool, size=k)]
 
     def _resized_sample(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(img, cls, xyxy pixel boxes)`` of the resized image."""
@@ -144,8 +164,7 @@ class YoloDataset(Dataset):
         """
         img, cls, boxes = self._mosaic_or_single(index)
         if self.rng.random() < float(self._mix_probs[1]):
-            img, cls, boxes = mixup((img, cls, boxes), self._mosaic_or_single(int(self.rng.integers(len(self)))),
-                                    self.rng)
+            img, cls, boxes = mixup((img, cls, boxes), self._mosaic_or_single(self._partners(1)[0]), self.rng)
         hyp = self.hyp
         img = augment_hsv(img, self.rng, hyp["hsv_h"], hyp["hsv_s"], hyp["hsv_v"])
         if self.rng.random() < hyp["flipud"]:
@@ -161,8 +180,8 @@ class YoloDataset(Dataset):
         then the random affine, giving an ``imgsz`` square."""
         s, hyp = self.imgsz, self.hyp
         if self.rng.random() < float(self._mix_probs[0]):
-            others = self.rng.integers(len(self), size=3)
-            img, cls, boxes = mosaic4([self._resized_sample(i) for i in (index, *others.tolist())], s, self.rng)
+            tiles = [self._resized_sample(i) for i in (index, *self._partners(3))]
+            img, cls, boxes = mosaic4(tiles, s, self.rng)
         else:
             img, cls, boxes = self._resized_sample(index)
             img, (gain_h, gain_w), (pad_w, pad_h) = letterbox(img, s, scaleup=False)
@@ -193,7 +212,7 @@ class YoloDataset(Dataset):
             LOGGER.warning("cache=ram skipped: images need %.1f GB, %.1f GB free", need / 1e9, free / 1e9)
             return None
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-            return list(pool.map(self._load_resized, range(len(self))))
+            return list(pool.map(self._decode_resized, range(len(self))))
 
 
 def _available_memory() -> int | None:
