@@ -23,11 +23,11 @@ import textwrap
 from pathlib import Path
 
 import yaml
+from _peer import PEER_PYTHON, peer_available, peer_env
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PEER_PYTHON = HERE / ".peer-venv" / "bin" / "python"
-PEER_CONFIG = HERE / ".cache" / "peer-config"
+PEER_CONFIG = HERE / ".cache" / "peer-config"  # holds the local font setup.sh copies (no download)
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "bccd" / "data.yaml"
 
 # Runs inside the peer's venv. Times the training part of each epoch with the peer's own callbacks, validates the
@@ -81,7 +81,7 @@ def run_ours(args, data: Path, project: Path) -> dict:
 
 
 def run_peer(args, data: Path, project: Path) -> dict:
-    if not PEER_PYTHON.is_file():
+    if not peer_available():
         raise SystemExit(f"{PEER_PYTHON} not found: run `bash benchmarks/peer/setup.sh` first")
     from yololab.data import load_data_config
     from yololab.engine.validator import evaluate_files
@@ -89,8 +89,7 @@ def run_peer(args, data: Path, project: Path) -> dict:
     cfg = {"model": f"{args.model}.yaml", "data": str(data), "epochs": args.epochs, "imgsz": args.imgsz,
            "batch": args.batch, "device": args.device, "seed": args.seed, "workers": args.workers,
            "project": str(project)}
-    env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(PEER_CONFIG), "MPLBACKEND": "Agg"}
-    env.pop("PYTHONPATH", None)
+    env = {**peer_env(), "YOLO_CONFIG_DIR": str(PEER_CONFIG), "MPLBACKEND": "Agg"}
     result = _run([str(PEER_PYTHON), "-c", PEER_SCRIPT, json.dumps(cfg)], project / "peer.log", env=env)
     gt = coco_ground_truth(load_data_config(data), project)
     predictions = peer_predictions_to_gt_ids(Path(result["predictions"]), gt, result["names"])
@@ -135,7 +134,8 @@ def peer_predictions_to_gt_ids(predictions: Path, gt_file: Path, peer_names: dic
 def _run(cmd: list[str], log: Path, env: dict) -> dict:
     """Run a training subprocess (stderr to ``log``, stdout appended after it); return its last JSON line."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"running: {' '.join(cmd[:3])} ... (log: {log})", flush=True)
+    print(f"running {Path(cmd[0]).parent.parent.name} {' '.join(cmd[1:4]) if cmd[1] != '-c' else '(peer script)'} "
+          f"... log: {log}", flush=True)
     with open(log, "w") as f:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=f, text=True, env=env, cwd=ROOT)
     with open(log, "a") as f:
