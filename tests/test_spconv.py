@@ -116,7 +116,8 @@ def test_split_conv_layout():
 
 
 @pytest.mark.parametrize("module, c1", [
-    (SPConv(16, 32, 3, 1), 16), (SPConv(12, 32, 3, 2), 12), (SPBottleneck(16, 16), 16), (C2f_SPConv(24, 32, 2, True), 24),
+    (SPConv(16, 32, 3, 1), 16), (SPConv(12, 32, 3, 2), 12),
+    (SPBottleneck(16, 16), 16), (C2f_SPConv(24, 32, 2, True), 24),
 ], ids=["SPConv-s1", "SPConv-s2", "SPBottleneck", "C2f_SPConv"])
 def test_every_parameter_gets_a_gradient(module, c1):
     _assert_every_parameter_has_gradient(module, module.train()(torch.randn(2, c1, 9, 7)))
