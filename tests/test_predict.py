@@ -191,10 +191,15 @@ def small_object_checkpoint(tmp_path_factory, worker_id):
         if not ckpt.is_file():
             data = make_synthetic(root / "small-objects-data", n_train=64, n_val=8, imgsz=128, objects=(3, 8),
                                   small_share=1.0)
-            YOLO(SMALL_OBJECT_MODEL).train(data=str(data), imgsz=128, epochs=30, batch=16, optimizer="AdamW",
-                                           lr0=0.004, mosaic=0.0, close_mosaic=0, warmup_epochs=1, amp=False,
-                                           workers=0, device="cpu", val=False, plots=False, project=str(root),
-                                           name="small-objects", exist_ok=True, verbose=False)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # the same weights on any machine (and no oversubscription under xdist)
+            try:
+                YOLO(SMALL_OBJECT_MODEL).train(data=str(data), imgsz=128, epochs=30, batch=16, optimizer="AdamW",
+                                               lr0=0.004, mosaic=0.0, close_mosaic=0, warmup_epochs=1, amp=False,
+                                               workers=0, device="cpu", val=False, plots=False, project=str(root),
+                                               name="small-objects", exist_ok=True, verbose=False)
+            finally:
+                torch.set_num_threads(threads)
     return ckpt
 
 
@@ -225,10 +230,12 @@ def test_sliced_inference_finds_small_objects_that_whole_image_misses(small_obje
 def test_onnx_and_pytorch_agree_after_nms(small_object_checkpoint, tmp_path):
     model = YOLO(small_object_checkpoint).model
     onnx_file = export(model, tmp_path / "small.onnx", imgsz=128, simplify=False, verbose=False)["file"]
-    cases = [(make_large_scene(128, 128, n_objects=6, object_px=(12, 24), seed=1)[0], {}),
+    cases = [(make_large_scene(128, 128, n_objects=10, object_px=(12, 24), seed=1)[0], {}),
              (make_large_scene(512, 640, n_objects=25, object_px=(12, 24), seed=2)[0], {"slice": 128, "overlap": 0.2})]
+    counts = []
     for image, kwargs in cases:
         ours = predict(model, image, imgsz=128, conf=0.1, **kwargs)[0].boxes.data
         onnx = predict(onnx_file, image, imgsz=128, conf=0.1, **kwargs)[0].boxes.data
-        assert len(ours) >= 3
         torch.testing.assert_close(onnx, ours, rtol=1e-4, atol=1e-4)
+        counts.append(len(ours))
+    assert min(counts) >= 1 and sum(counts) >= 10  # the comparison is not vacuous
