@@ -155,6 +155,8 @@ def test_bad_sources_and_settings_give_clear_errors(tmp_path):
         predict(model, np.zeros((32, 32), np.uint8))
     with pytest.raises(ValueError, match="need a save_dir"):
         predict(model, tmp_path / "ok.jpg", save=True)
+    with pytest.raises(ValueError, match="imgsz=100 is not a multiple of the model's largest stride 32"):
+        predict(model, tmp_path / "ok.jpg", imgsz=100)
     with pytest.raises(ValueError, match="half=true needs a CUDA device"):
         predict(model, tmp_path / "ok.jpg", device="cpu", half=True)
 

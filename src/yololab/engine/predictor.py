@@ -112,6 +112,8 @@ def preprocess(image: np.ndarray, imgsz: int) -> tuple[torch.Tensor, tuple]:
 def input_size(model: InferenceModel, imgsz: int) -> int:
     """The square network input side: ``imgsz``, or the fixed size an ONNX model was exported with."""
     if model.input_shape is None:
+        if imgsz % model.stride:
+            raise ValueError(f"imgsz={imgsz} is not a multiple of the model's largest stride {model.stride}")
         return imgsz
     h, w = model.input_shape
     if h != w:
@@ -129,9 +131,9 @@ def detect(model: InferenceModel, images: list[np.ndarray], *, imgsz: int = 640,
     inputs = [preprocess(img, input_size(model, imgsz)) for img in images]
     batch = torch.cat([x for x, _ in inputs])
     t1 = time.perf_counter()
-    pred = model(batch)
+    pred = model(batch).cpu()  # the copy waits for the device, so inference time is complete
     t2 = time.perf_counter()
-    dets = non_max_suppression(pred.cpu(), conf=conf, iou=iou, max_det=max_det)
+    dets = non_max_suppression(pred, conf=conf, iou=iou, max_det=max_det)
     for det, (_, ratio_pad), img in zip(dets, inputs, images):
         det[:, :4] = unletterbox_boxes(det[:, :4], ratio_pad, img.shape[:2])
     if speed is not None:
