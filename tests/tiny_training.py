@@ -20,10 +20,11 @@ TINY_MODEL = {
 }
 
 
-def tiny_dataset(root: Path, n_train: int = 8, n_val: int = 4, overfit: bool = False) -> Path:
+def tiny_dataset(root: Path, n_train: int = 8, n_val: int = 4, overfit: bool = False,
+                 small_share: float = 0.3) -> Path:
     """Synthetic 128 px shapes; with ``overfit`` the val split is the train split. Returns the data.yaml."""
     data_yaml = make_synthetic(root, n_train=n_train, n_val=n_val, imgsz=128, seed=0, objects=(2, 4),
-                               small_share=0.3)
+                               small_share=small_share)
     if not overfit:
         return data_yaml
     cfg = yaml.safe_load(data_yaml.read_text())

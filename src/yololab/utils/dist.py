@@ -43,11 +43,6 @@ def init_distributed(device: torch.device) -> None:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank(), world_size=world_size())
 
 
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def broadcast_flag(flag: bool) -> bool:
     """Rank 0's value of ``flag`` on every rank (e.g. an early-stop decision)."""
     if not dist.is_initialized():
@@ -68,9 +63,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_torchrun(argv: list[str], nproc: int, env: dict | None = None) -> int:
+def launch_torchrun(argv: list[str], nproc: int) -> int:
     """Run ``python -m yololab <argv>`` under ``torchrun --nproc_per_node nproc`` on this machine; return its code."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
            "--master_port", str(free_port()), "-m", "yololab", *argv]
     print("DDP: " + " ".join(cmd[2:]))
-    return subprocess.run(cmd, env=env).returncode
+    return subprocess.run(cmd).returncode
