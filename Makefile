@@ -5,6 +5,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install clean
 
+# idle OpenMP threads sleep instead of spinning (several processes share few cores in tests and compare)
+export OMP_WAIT_POLICY ?= PASSIVE
+
 $(PY):
 	python3 -m venv $(VENV)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PYTHON = ROOT / "benchmarks" / ".peer-venv" / "bin" / "python"
+PEER_CONFIG = ROOT / "benchmarks" / ".cache" / "peer-config"  # setup.sh puts the local font here (no download)
 
 
 def peer_available() -> bool:
@@ -23,10 +23,9 @@ def peer_available() -> bool:
 
 def peer_env() -> dict[str, str]:
     """Environment that keeps the peer offline and its settings private."""
-    cfg = Path(tempfile.gettempdir()) / "yololab-peer-config"
-    cfg.mkdir(exist_ok=True)
-    env = dict(os.environ, YOLO_OFFLINE="1", YOLO_CONFIG_DIR=str(cfg), PYTHONPATH=str(ROOT / "src"))
-    return env
+    PEER_CONFIG.mkdir(parents=True, exist_ok=True)
+    return dict(os.environ, YOLO_OFFLINE="1", YOLO_CONFIG_DIR=str(PEER_CONFIG), MPLBACKEND="Agg",
+                PYTHONPATH=str(ROOT / "src"))
 
 
 def rerun_in_peer(script: str, *args: str) -> int:

@@ -27,7 +27,6 @@ from _peer import PEER_PYTHON, peer_available, peer_env
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-PEER_CONFIG = HERE / ".cache" / "peer-config"  # holds the local font setup.sh copies (no download)
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "bccd" / "data.yaml"
 
 # Runs inside the peer's venv. Times the training part of each epoch with the peer's own callbacks, validates the
@@ -89,7 +88,7 @@ def run_peer(args, data: Path, project: Path) -> dict:
     cfg = {"model": f"{args.model}.yaml", "data": str(data), "epochs": args.epochs, "imgsz": args.imgsz,
            "batch": args.batch, "device": args.device, "seed": args.seed, "workers": args.workers,
            "project": str(project)}
-    env = {**peer_env(), "YOLO_CONFIG_DIR": str(PEER_CONFIG), "MPLBACKEND": "Agg"}
+    env = peer_env()
     result = _run([str(PEER_PYTHON), "-c", PEER_SCRIPT, json.dumps(cfg)], project / "peer.log", env=env)
     gt = coco_ground_truth(load_data_config(data), project)
     predictions = peer_predictions_to_gt_ids(Path(result["predictions"]), gt, result["names"])

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
-import torch
+# idle OpenMP threads sleep instead of spinning: with several processes on 2 cores, spinning threads
+# waste the CPU the other process needs (set before torch is imported)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # pytest runs with -n 2 on 2 cores: one intra-op thread per worker avoids oversubscription
 torch.set_num_threads(1)

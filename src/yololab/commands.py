@@ -82,7 +82,9 @@ def train(s: dict[str, Any]) -> dict | None:
     if len(devices) > 1 and dist.rank() < 0:  # start one process per device, then act as their launcher
         code = dist.launch_torchrun(["train", *(f"{k}={'' if v is None else v}" for k, v in s.items())], len(devices))
         if code:
-            raise RuntimeError(f"DDP training exited with code {code}")
+            from .engine.trainer import TrainingError
+
+            raise TrainingError(f"DDP training exited with code {code} (see the messages of its processes above)")
         return None
     return Trainer(s).train() or None
 
