@@ -2,12 +2,14 @@
 
 Both validate yolov8n (nc=3, random weights from seed 0: the peer's model loads our state_dict, strict, so both
 do the same forward work and see the same detections) on a private copy of the BCCD val split (the peer writes
-its label cache beside the labels), CPU, conf 0.001, iou 0.7, max_det 300, rect batches, no plots. Each side
-first runs once at imgsz 64 (label caches, kernel warm-up); then wall time of ``--repeats`` runs at ``--imgsz``
-is measured and the best kept. Each framework uses its own CPU defaults (ours: 2 loader workers; the peer
-forces 0 on CPU) and fuses Conv+BN before validating.
+its label cache beside the labels), CPU, conf 0.001, iou 0.7, max_det 300, rect batches, no plots, Conv+BN
+fused. Both get the same CPU resources: ``--threads`` torch threads (default: what the peer picks for itself,
+``min(8, cpus - 1)``) and images decoded in the main process (the peer forces 0 loader workers on CPU; ours is
+given ``workers=0`` too). Each side first runs once at imgsz 64 (label caches, kernel warm-up); then ``--repeats``
+alternating rounds (ours, peer, ours, peer...) of one validation at ``--imgsz`` are timed and each side's best
+wall time is kept.
 
-Run: ``.venv/bin/python benchmarks/val_vs_peer.py [--imgsz 640] [--batch 16] [--repeats 2]``
+Run: ``.venv/bin/python benchmarks/val_vs_peer.py [--imgsz 640] [--batch 16] [--repeats 3] [--threads N]``
 (the peer comes from benchmarks/peer/setup.sh; without it only our numbers are printed).
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -37,7 +40,8 @@ def copy_val_split(dest: Path) -> Path:
     return dest / "data.yaml"
 
 
-def run_ours(data: Path, weights: Path, args: argparse.Namespace) -> dict:
+def ours_validator(data: Path, weights: Path, args: argparse.Namespace):
+    """A function running one validation of our model at ``imgsz`` (warmed up once at imgsz 64)."""
     import torch
 
     from yololab import YOLO
@@ -47,21 +51,25 @@ def run_ours(data: Path, weights: Path, args: argparse.Namespace) -> dict:
     model.load_state_dict(torch.load(weights, weights_only=True))
     yolo = YOLO(model)
     common = dict(data=str(data), batch=args.batch, conf=0.001, iou=0.7, max_det=300, device="cpu", plots=False,
-                  verbose=False)
+                  workers=0, verbose=False)
     yolo.val(imgsz=64, **common)
-    walls, result = [], {}
-    for _ in range(args.repeats):
+
+    def run() -> dict:
         t0 = time.perf_counter()
         result = yolo.val(imgsz=args.imgsz, **common)
-        walls.append(time.perf_counter() - t0)
-    return {"wall_s": min(walls), "speed_ms": result["speed_ms"], "map50_95": result["map"], "map50": result["map50"]}
+        return {"wall_s": time.perf_counter() - t0, "speed_ms": result["speed_ms"], "map50_95": result["map"],
+                "map50": result["map50"]}
+
+    return run
 
 
-def run_peer(data: Path, weights: Path, args: argparse.Namespace) -> dict:
+def peer_round(data: Path, weights: Path, args: argparse.Namespace) -> dict:
+    """In the peer's venv: warm up at imgsz 64, then one timed validation at ``imgsz``."""
     import torch
     from ultralytics.models.yolo.detect import DetectionValidator
     from ultralytics.nn.tasks import DetectionModel
 
+    torch.set_num_threads(args.threads)  # the peer sets its own count at import; use the same as ours
     model = DetectionModel("yolov8n.yaml", nc=3, verbose=False)
     model.load_state_dict(torch.load(weights, weights_only=True), strict=True)
     common = dict(data=str(data), batch=args.batch, conf=0.001, iou=0.7, max_det=300, device="cpu", plots=False,
@@ -69,24 +77,20 @@ def run_peer(data: Path, weights: Path, args: argparse.Namespace) -> dict:
 
     def val(imgsz: int):
         validator = DetectionValidator(args={**common, "imgsz": imgsz})
-        stats = validator(model=model.eval())
-        return validator, stats
+        return validator, validator(model=model.eval())
 
     val(64)
-    walls, validator, stats = [], None, {}
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        validator, stats = val(args.imgsz)
-        walls.append(time.perf_counter() - t0)
-    speed = {k: validator.speed.get(k, 0.0) for k in ("preprocess", "inference", "postprocess")}
-    return {"wall_s": min(walls), "speed_ms": speed, "map50_95": stats.get("metrics/mAP50-95(B)"),
-            "map50": stats.get("metrics/mAP50(B)")}
+    t0 = time.perf_counter()
+    validator, stats = val(args.imgsz)
+    return {"wall_s": time.perf_counter() - t0,
+            "speed_ms": {k: validator.speed.get(k, 0.0) for k in ("preprocess", "inference", "postprocess")},
+            "map50_95": stats.get("metrics/mAP50-95(B)"), "map50": stats.get("metrics/mAP50(B)")}
 
 
 def table(ours: dict, peer: dict | None, args: argparse.Namespace) -> str:
     rows = [("yololab", ours)] + ([("peer (Ultralytics)", peer)] if peer else [])
-    lines = [f"BCCD val (72 images), yolov8n nc=3 same random weights, imgsz {args.imgsz}, batch {args.batch}, CPU, "
-             f"best of {args.repeats}",
+    lines = [f"BCCD val (72 images), yolov8n nc=3 same random weights, imgsz {args.imgsz}, batch {args.batch}, CPU "
+             f"({args.threads} torch threads, no loader workers), best of {args.repeats}",
              "",
              "| framework | wall s | preprocess ms/img | inference ms/img | postprocess ms/img | mAP50-95 | mAP50 |",
              "|---|---|---|---|---|---|---|"]
@@ -103,13 +107,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=min(8, max(1, (os.cpu_count() or 1) - 1)))
     parser.add_argument("--in-peer", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if in_peer():  # child process in the peer's venv: measure the peer, write its numbers for the parent
-        result = run_peer(args.work / "data.yaml", args.work / "weights.pt", args)
-        (args.work / "peer.json").write_text(json.dumps(result))
+    if in_peer():  # child process in the peer's venv: one round, numbers written for the parent
+        (args.work / "peer.json").write_text(json.dumps(peer_round(args.work / "data.yaml", args.work / "weights.pt",
+                                                                   args)))
         return 0
     if not BCCD.is_dir():
         print(f"dataset not found: {BCCD}")
@@ -118,20 +123,25 @@ def main() -> int:
 
     from yololab.nn import DetectionModel
 
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    peer_args = ("--imgsz", str(args.imgsz), "--batch", str(args.batch), "--threads", str(args.threads))
+    ours_runs, peer_runs = [], []
     with tempfile.TemporaryDirectory(prefix="val-vs-peer-") as tmp:
         work = Path(tmp)
         data = copy_val_split(work)
         torch.save(DetectionModel("yolov8n.yaml", nc=3).state_dict(), work / "weights.pt")
-        ours = run_ours(data, work / "weights.pt", args)
-        peer = None
+        run_ours = ours_validator(data, work / "weights.pt", args)
         if not peer_available():
             print("peer not installed (benchmarks/peer/setup.sh): recording ours only")
-        elif rerun_in_peer(__file__, "--work", str(work), "--imgsz", str(args.imgsz), "--batch", str(args.batch),
-                           "--repeats", str(args.repeats)) == 0:
-            peer = json.loads((work / "peer.json").read_text())
-        else:
-            print("the peer's run failed (see above): recording ours only")
+        for _ in range(args.repeats):  # alternate rounds so a change in machine load hits both sides
+            ours_runs.append(run_ours())
+            if peer_available():
+                if rerun_in_peer(__file__, "--work", str(work), *peer_args) != 0:
+                    raise SystemExit("the peer's run failed (see above)")
+                peer_runs.append(json.loads((work / "peer.json").read_text()))
+    ours = min(ours_runs, key=lambda r: r["wall_s"])
+    peer = min(peer_runs, key=lambda r: r["wall_s"]) if peer_runs else None
     print(table(ours, peer, args))
     return 0
 
