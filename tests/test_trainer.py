@@ -23,11 +23,12 @@ def data(tmp_path_factory):
 
 def test_train_writes_run_folder_and_safe_checkpoints(data, tmp_path):
     yolo = YOLO(TINY_MODEL)
-    result = yolo.train(**tiny_settings(data, tmp_path))
+    result = yolo.train(**tiny_settings(data, tmp_path, plots=True))
     run_dir = tmp_path / "run"
     assert result["save_dir"] == str(run_dir) and result["epochs_run"] == 2
     assert {"map", "map50", "aps", "epoch_time_s", "train_images_per_s"} <= set(result)
-    assert (run_dir / "args.yaml").is_file() and (run_dir / "results.png").is_file()
+    for name in ("args.yaml", "results.png", "labels.png"):
+        assert (run_dir / name).is_file(), name
     with open(run_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"]

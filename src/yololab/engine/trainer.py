@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from ..data import DataConfig, YoloDataset, build_dataloader, load_data_config
+from ..data import DataConfig, YoloDataset, build_dataloader, load_data_config, plot_label_distribution
 from ..loss import DetectionLoss
 from ..nn import DetectionModel
 from ..utils import dist
@@ -138,6 +138,8 @@ class Trainer:
                                 stride=stride, cache=a["cache"], nc=self.data.nc)
         self.train_loader = build_dataloader(train_set, self.batch, workers=int(a["workers"]), shuffle=True,
                                              seed=int(a["seed"]), rank=self.rank)
+        if self.main and a["plots"]:
+            plot_label_distribution(train_set.labels, self.data.names, self.save_dir / "labels.png", int(a["imgsz"]))
         self.val_loader = None
         if self.main and a["val"]:
             val_batch = self.batch * 2
