@@ -31,10 +31,11 @@ BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "revcol_memory.
 
 
 def tiny_revcol(save_memory: bool, columns: int = 3, block: str = "convnext", drop_path: float = 0.3,
-                dtype: torch.dtype = torch.float64) -> RevCol:
+                dtype: torch.dtype = torch.float64, anchor_every: int = 0) -> RevCol:
     """A small RevCol whose layer scales and alphas (both signs) are randomised so every path matters."""
     torch.manual_seed(0)
-    net = RevCol(3, **TINY, columns=columns, block=block, drop_path=drop_path, save_memory=save_memory)
+    net = RevCol(3, **TINY, columns=columns, block=block, drop_path=drop_path, save_memory=save_memory,
+                 anchor_every=anchor_every)
     with torch.no_grad():
         for name, p in net.named_parameters():
             if name.endswith("gamma"):
@@ -69,11 +70,12 @@ def assert_same_gradients(a: dict, b: dict, rtol: float = 1e-6) -> None:
         assert (a[name] - b[name]).abs().max().item() <= tol, name
 
 
-@pytest.mark.parametrize("block, drop_path", [("convnext", 0.3), ("c2f", 0.0)])
-def test_reversible_gradients_equal_plain_float64(block, drop_path):
+@pytest.mark.parametrize("block, drop_path, anchor_every", [("convnext", 0.3, 0), ("convnext", 0.3, 2),
+                                                           ("c2f", 0.0, 0)])
+def test_reversible_gradients_equal_plain_float64(block, drop_path, anchor_every):
     images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
-    plain, rev = tiny_revcol(False, block=block, drop_path=drop_path), tiny_revcol(True, block=block,
-                                                                                   drop_path=drop_path)
+    plain = tiny_revcol(False, block=block, drop_path=drop_path)
+    rev = tiny_revcol(True, block=block, drop_path=drop_path, anchor_every=anchor_every)
     g_plain, x_plain = gradients(plain, images)
     g_rev, x_rev = gradients(rev, images)
     assert_same_gradients(g_rev, g_plain)
@@ -194,7 +196,7 @@ def test_yaml_scales_and_declared_channels():
     assert n_table[0].channels == [48, 96, 192] and s_table[0].channels == [96, 192, 384]
     assert n[0].channels == [24, 48, 96, 192] and s[0].channels == [48, 96, 192, 384]
     assert n[0].layers == s[0].layers == [1, 1, 1, 1] and len(n[0].columns) == len(s[0].columns) == 3
-    assert n[0].save_memory
+    assert n[0].save_memory and n[0].anchor_every == 2
 
 
 def test_paper_variant_row_is_not_width_scaled():
@@ -215,6 +217,7 @@ def test_paper_variant_row_is_not_width_scaled():
     ([[96, 192, 384, 768], [2, 2, 4, 2], 0], "columns must be a positive int"),
     ([[96, 192, 384, 768], [2, 2, 4, 2], 3, "resnet"], "block must be one of"),
     ([[96, 192, 384, 768], [2, 2, 4, 2], 3, "c2f", 3, 0.1], "drop_path apply to convnext"),
+    ([[96, 192, 384, 768], [2, 2, 4, 2], 3, "convnext", 3, 0.0, True, -1], "anchor_every must be an int >= 0"),
 ])
 def test_bad_rows_name_the_problem(args, message):
     cfg = {"nc": 2, "backbone": [[-1, 1, "RevCol", args], [0, 1, "Index", [2]]],

@@ -8,10 +8,12 @@ so the previous column's state can be rebuilt from the later one: ``c_l(k-1) = (
 With ``save_memory=True`` the whole column stack runs as one autograd function that keeps only the stem
 output and the LAST column's states, and rebuilds every earlier state column by column in backward while
 recomputing F_l (same RNG state, same autocast settings, BatchNorm statistics not updated twice).
-Activation memory is then nearly independent of the number of columns. Both modes give the same gradients.
+Activation memory is then nearly independent of the number of columns. Both modes give the same gradients
+up to round-off; the division by alpha amplifies round-off with every column rebuilt, so ``anchor_every=m``
+also keeps the exact states of every m-th column (4 maps each) and rebuilds at most m-1 columns from each.
 
 The backbone is one YAML row returning ``[P3, P4, P5]`` (levels 1-3 of the last column); pick maps with
-``Index``. YAML args: ``[channels, layers, columns, block, kernel, drop_path, save_memory]`` with
+``Index``. YAML args: ``[channels, layers, columns, block, kernel, drop_path, save_memory, anchor_every]`` with
 ``channels``/``layers`` nominal (scaled by the file's width/depth like any YOLO width), or
 ``[T, ...]`` / ``[S, ...]`` for the paper's unscaled RevCol-T/S.
 """
@@ -200,11 +202,14 @@ class RevCol(nn.Module):
             in every column (ConvNeXt levels only).
         save_memory: train through the reversible autograd function (same results, far less memory);
             eval mode, ``no_grad`` and ONNX export always take the plain forward.
+        anchor_every: with ``save_memory``, also keep the exact states of every ``anchor_every``-th column
+            so that round-off is rebuilt through at most ``anchor_every - 1`` columns (0: only the last
+            column is kept, memory flat in the number of columns).
     """
 
     def __init__(self, c1: int = 3, channels: Sequence[int] = (64, 128, 256, 512),
                  layers: Sequence[int] = (2, 2, 4, 2), columns: int = 4, block: str = "convnext",
-                 kernel: int = 3, drop_path: float = 0.0, save_memory: bool = True):
+                 kernel: int = 3, drop_path: float = 0.0, save_memory: bool = True, anchor_every: int = 0):
         super().__init__()
         channels = _check_levels("channels", channels, 1)
         layers = _check_levels("layers", layers, 1)
@@ -217,7 +222,10 @@ class RevCol(nn.Module):
                              f"with block='c2f' (got kernel={kernel}, drop_path={drop_path})")
         if not 0.0 <= drop_path < 1.0:
             raise ValueError(f"RevCol drop_path must be in [0, 1), got {drop_path}")
+        if not isinstance(anchor_every, int) or anchor_every < 0:
+            raise ValueError(f"RevCol anchor_every must be an int >= 0, got {anchor_every!r}")
         self.channels, self.layers, self.save_memory = channels, layers, bool(save_memory)
+        self.anchor_every = anchor_every
         self.stem = nn.Sequential(nn.Conv2d(c1, channels[0], 4, 4), LayerNorm2d(channels[0], eps=1e-6))
         blocks = sum(layers)
         rates = [drop_path * j / max(blocks - 1, 1) for j in range(blocks)]  # linear 0 -> drop_path
@@ -331,7 +339,8 @@ def _accumulate(total: torch.Tensor | None, grad: torch.Tensor | None) -> torch.
 
 class ReversibleColumns(torch.autograd.Function):
     """All columns of a ``RevCol`` as one autograd node that keeps only the stem output and the last
-    column's states; backward rebuilds earlier states column by column and recomputes each F_l.
+    column's states (plus those of the anchor columns); backward rebuilds earlier states column by
+    column and recomputes each F_l.
 
     Parameters are explicit inputs and their gradients are returned (not accumulated from inside
     backward), so every parameter gets exactly one gradient from the outer engine: DDP hooks fire once,
@@ -346,9 +355,9 @@ class ReversibleColumns(torch.autograd.Function):
                                       "set save_memory=False")
         ctx.net, ctx.device = net, device
         ctx.autocast = (torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
-        ctx.rng, ctx.dtypes = [], []
+        ctx.rng, ctx.dtypes, ctx.anchor_columns, anchors = [], [], [], []
         states = None
-        for column in net.columns:
+        for k, column in enumerate(net.columns):
             new: list[torch.Tensor] = []
             ctx.rng.append([])
             for i, level in enumerate(column.levels):
@@ -356,7 +365,10 @@ class ReversibleColumns(torch.autograd.Function):
                 new.append(level(*_level_inputs(i, x, new, states)))
             states = new
             ctx.dtypes.append([s.dtype for s in states])
-        ctx.save_for_backward(x, *states)
+            if net.anchor_every and (k + 1) % net.anchor_every == 0 and k < len(net.columns) - 1:
+                ctx.anchor_columns.append(k)
+                anchors += states
+        ctx.save_for_backward(x, *states, *anchors)
         return tuple(states)
 
     @staticmethod
@@ -364,6 +376,8 @@ class ReversibleColumns(torch.autograd.Function):
     def backward(ctx, *grad_states: torch.Tensor):
         net, device = ctx.net, ctx.device
         x, *states = ctx.saved_tensors
+        states, kept = states[:4], states[4:]
+        anchors = {k: kept[4 * j:4 * j + 4] for j, k in enumerate(ctx.anchor_columns)}
         params = [p for p in net.columns.parameters() if p.requires_grad]
         slot = {id(p): j for j, p in enumerate(params)}
         param_grads: list[torch.Tensor | None] = [None] * len(params)
@@ -386,8 +400,8 @@ class ReversibleColumns(torch.autograd.Function):
                     residual = level.residual(lower, upper_prev)
                     prev = None
                     if not first:
-                        prev = level.inverse(states[i], residual.detach()).to(ctx.dtypes[k - 1][i])
-                        prev = prev.detach().requires_grad_()
+                        prev = anchors[k - 1][i] if k - 1 in anchors else level.inverse(states[i], residual.detach())
+                        prev = prev.to(ctx.dtypes[k - 1][i]).detach().requires_grad_()
                     out = level.combine(residual, prev)
                 inputs = [t for t in (lower, upper_prev, prev) if t is not None]
                 if grads[i] is None:  # nothing downstream used this state
