@@ -5,16 +5,16 @@ same outputs (checked). PyTorch: each framework's own fuse() and eval forward un
 ours in this process and the peer's in a worker process of its venv (same torch version; the same ``--threads``
 on both sides, since the peer otherwise lowers its own CPU thread count on import).
 ONNX: each framework's own exporter (opset 17, simplified with onnxslim), and both files run in this process's
-onnxruntime with the same default session options. Measurements alternate between ours and the peer's in
-``--rounds`` rounds (the order flips every round); each round times ``--runs`` calls after ``--warmup`` untimed ones
-with the same timing function (``yololab.utils.profile.time_calls``). Reported: the median over rounds of each
-round's median and p90, and the ours / peer ratio of those medians (below 1 = ours faster).
+onnxruntime with the same default session options. After ``--warmup`` untimed calls each, the four measurements
+alternate call by call for ``--rounds`` rounds of ``--runs`` calls (the order flips every round), so a busy machine
+slows all of them alike; every call is timed by the same function (``yololab.utils.profile.time_calls``).
+Reported: median and p90 over the rounds, and the ours / peer ratio of the medians (below 1 = ours faster).
 
 The peer's exporter imports onnx, onnxslim and onnxruntime, which benchmarks/peer/setup.sh does not install: its
 worker appends this venv's site-packages to the end of ``sys.path`` so these (and only missing modules) resolve
 to the same versions both sides use.
 
-Run: ``.venv/bin/python benchmarks/latency_vs_peer.py [--imgsz 640] [--rounds 5] [--runs 20] [--warmup 5]
+Run: ``.venv/bin/python benchmarks/latency_vs_peer.py [--imgsz 640] [--rounds 40] [--runs 1] [--warmup 5]
 [--record]``; ``--record`` writes the table into benchmarks/RESULTS.md. Without the peer venv only ours is measured.
 """
 
@@ -117,8 +117,8 @@ def onnx_timer(file: str | Path):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="PyTorch CPU threads, the same for both sides (default: torch's default here)")
@@ -170,23 +170,29 @@ def main() -> int:
 
 
 def run_rounds(timers: dict, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Alternate the timers for ``args.rounds`` rounds; median over rounds of each round's median and p90."""
-    rounds: dict[str, list[dict]] = {name: [] for name in timers}
+    """Warm every timer up, then alternate them (``--runs`` calls each per round, the order flipping every round).
+
+    All four see the same machine load; returns the median and p90 over the rounds' medians.
+    """
+    for timer in timers.values():
+        timer(args.warmup, 1)
+    rounds: dict[str, list[float]] = {name: [] for name in timers}
     names = list(timers)
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            rounds[name].append(timers[name](args.warmup, args.runs))
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {rounds[n][-1]['median_ms']:.1f}" for n in names),
-              flush=True)
-    return {name: {k: statistics.median(s[k] for s in stats) for k in ("median_ms", "p90_ms")}
-            for name, stats in rounds.items()}
+            rounds[name].append(timers[name](0, args.runs)["median_ms"])
+        if (r + 1) % 10 == 0 or r + 1 == args.rounds:
+            print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {statistics.median(v):.1f}"
+                                                                for n, v in rounds.items()), flush=True)
+    return {name: {"median_ms": statistics.median(v), "p90_ms": sorted(v)[min(len(v) - 1, int(0.9 * len(v)))]}
+            for name, v in rounds.items()}
 
 
 def format_table(stats: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
     """Markdown table: per format ours and peer median / p90 ms and the ours / peer ratio."""
     lines = [f"yolov8n, {args.imgsz} px, batch 1, CPU ({platform.processor() or platform.machine()}, "
-             f"{torch.get_num_threads()} torch threads), torch {torch.__version__}; {args.rounds} alternating rounds "
-             f"of {args.runs} runs after {args.warmup} warm-up; ms per image (median over rounds)", "",
+             f"{torch.get_num_threads()} torch threads), torch {torch.__version__}; {args.rounds} rounds of {args.runs} "
+             f"call(s) alternating between all four after {args.warmup} warm-up calls; ms per image", "",
              "| format | ours median | ours p90 | peer median | peer p90 | ours / peer (median) |",
              "|---|---|---|---|---|---|"]
     for fmt, label in (("torch", "PyTorch (fused)"), ("onnx", "ONNX Runtime")):
