@@ -23,16 +23,20 @@ class Command:
     func: Callable[[dict[str, Any]], dict | None]
     keys: tuple[str, ...]
     help: str
+    defaults: dict[str, Any]
 
 
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, keys: tuple[str, ...], help: str):
-    """Register ``func(settings) -> result dict | None`` as ``yololab <name>``."""
+def command(name: str, keys: tuple[str, ...], help: str, defaults: dict[str, Any] | None = None):
+    """Register ``func(settings) -> result dict | None`` as ``yololab <name>``.
+
+    ``defaults`` overrides default.yaml for this command only (e.g. ``batch=1`` for ``bench``).
+    """
 
     def decorator(func):
-        COMMANDS[name] = Command(func, tuple(keys) + OUTPUT_KEYS, help)
+        COMMANDS[name] = Command(func, tuple(keys) + OUTPUT_KEYS, help, dict(defaults or {}))
         return func
 
     return decorator
@@ -60,7 +64,7 @@ def run(name: str, overrides: dict[str, Any]) -> dict | None:
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise ConfigError(f"unknown command '{name}'.{hint} Commands: {', '.join(sorted(COMMANDS))}")
     cmd = COMMANDS[name]
-    settings = merge(overrides, cmd.keys, where=f"'yololab {name}'")
+    settings = merge({**cmd.defaults, **overrides}, cmd.keys, where=f"'yololab {name}'")
     if settings.get("plugins"):
         from .plugins import load_plugins
 

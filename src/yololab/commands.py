@@ -163,7 +163,8 @@ def export(s: dict[str, Any]) -> dict:
     return export_model(yolo.model, s, source=yolo.source)
 
 
-@command("bench", BENCH_KEYS, "median and p90 latency of the fused model per format (torch, onnx) and device")
+@command("bench", BENCH_KEYS, "median and p90 latency of the fused model per format (torch, onnx) and device",
+         defaults={"batch": 1})
 def bench(s: dict[str, Any]) -> dict:
     from .engine.bench import bench as run_bench
 

@@ -1,0 +1,50 @@
+"""Command line conventions: strict keys with suggestions, JSON last line, per-command defaults."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from yololab.cfg import ConfigError, parse_value
+from yololab.cli import COMMANDS, main, parse_argv
+
+
+def test_values_parse_as_yaml_scalars():
+    assert parse_value("true") is True and parse_value("0.5") == 0.5 and parse_value("16") == 16
+    assert parse_value("0,1") == "0,1" and parse_value("") is None and parse_value("yolov8n.yaml") == "yolov8n.yaml"
+    assert parse_argv(["info", "model=a.yaml", "json=true"]) == ("info", {"model": "a.yaml", "json": True})
+
+
+def test_unknown_key_is_an_error_with_a_suggestion(capsys):
+    assert main(["info", "model=yolov8n.yaml", "imgs=320"]) == 2
+    assert "unknown setting 'imgs' for 'yololab info'. Did you mean 'imgsz'?" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="Did you mean 'epochs'"):
+        from yololab.cli import run
+
+        run("train", {"epoch": 3})
+
+
+def test_unknown_command_suggests(capsys):
+    assert main(["trian"]) == 2
+    assert "Did you mean train" in capsys.readouterr().err
+
+
+def test_json_is_the_last_stdout_line(capsys):
+    assert main(["info", "model=yolov8n.yaml", "imgsz=320", "json=true"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["params"] == 3_157_200 and result["layers"] == 23 and result["gflops"] > 0
+
+
+def test_bench_defaults_to_batch_one(capsys):
+    assert COMMANDS["bench"].defaults == {"batch": 1}
+    assert main(["bench", "model=yolov8n.yaml", "imgsz=64", "formats=torch", "runs=1", "warmup=0", "device=cpu",
+                 "json=true"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["batch"] == 1
+
+
+def test_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("info", "modules", "check-data", "convert", "train", "val", "predict", "export", "bench", "compare"):
+        assert f"  {name}" in out
