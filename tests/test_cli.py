@@ -48,3 +48,13 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for name in ("info", "modules", "check-data", "convert", "train", "val", "predict", "export", "bench", "compare"):
         assert f"  {name}" in out
+
+
+def test_run_dirs_are_numbered_unless_exist_ok(tmp_path):
+    from yololab.utils.files import run_dir
+
+    assert run_dir(tmp_path, "train") == tmp_path / "train"
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train2").mkdir()
+    assert run_dir(tmp_path, "train") == tmp_path / "train3"
+    assert run_dir(tmp_path, "train", exist_ok=True) == tmp_path / "train"

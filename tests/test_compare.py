@@ -64,9 +64,10 @@ def test_finished_runs_are_reused_and_failures_reported(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_tiny_compare_writes_every_file(tmp_path, capsys):
+def test_real_tiny_compare_writes_every_file(tmp_path, capsys, monkeypatch):
     from yololab.data import make_synthetic
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the training subprocesses share the 2 cores with other tests
     data = make_synthetic(tmp_path / "data", n_train=8, n_val=4, imgsz=128, seed=0)
     tiny = {"nc": 4, "backbone": [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "Conv", [32, 3, 2]], [-1, 1, "Conv", [32, 3, 2]],
                                   [-1, 1, "Conv", [32, 3, 2]], [-1, 1, "Conv", [32, 3, 2]]],

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import command
+from .utils.files import run_dir as free_run_dir
 
 
 def _load_model(settings: dict[str, Any]):
@@ -98,11 +99,7 @@ BENCH_KEYS = ("model", "imgsz", "batch", "formats", "runs", "warmup", "device", 
 
 def run_dir(s: dict[str, Any], default_name: str) -> Path:
     """``project/name`` (default ``runs/<default_name>``), numbered ``name2``, ``name3``... unless exist_ok."""
-    project, name = Path(s.get("project") or "runs"), s.get("name") or default_name
-    save_dir, n = project / name, 2
-    while save_dir.exists() and not s.get("exist_ok"):
-        save_dir, n = project / f"{name}{n}", n + 1
-    return save_dir
+    return free_run_dir(s.get("project"), s.get("name") or default_name, bool(s.get("exist_ok")))
 
 
 def predict_kwargs(s: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +139,7 @@ def export_model(model, s: dict[str, Any], source: Any = None) -> dict:
 
     from .data import load_image
     from .engine.exporter import export
-    from .engine.validator import select_device
+    from .utils.torch_utils import select_device
 
     src = Path(str(source)) if source else None
     if src is not None and src.suffix == ".pt":

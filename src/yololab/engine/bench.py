@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..utils.profile import measure_latency, time_calls
+from ..utils.torch_utils import select_device
 from .exporter import OnnxModel, export_onnx
 
 BENCH_FORMATS = ("torch", "onnx")
@@ -28,8 +29,6 @@ def parse_formats(formats: str | list[str] | tuple[str, ...]) -> list[str]:
 
 def bench_devices(device: str | int | None) -> list[torch.device]:
     """The given device, or CPU plus CUDA when available if none is given."""
-    from .validator import select_device
-
     if device is None or str(device).strip() == "":
         return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     return [select_device(device)]

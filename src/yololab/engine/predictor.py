@@ -25,6 +25,7 @@ from torch import nn
 from ..data.augment import letterbox, resize_long_side
 from ..data.image import IMG_SUFFIXES, load_image
 from ..ops import non_max_suppression, unletterbox_boxes
+from ..utils.torch_utils import select_device
 from .exporter import OnnxModel
 from .results import Results
 
@@ -71,7 +72,6 @@ def as_inference_model(model: Any, device: str | torch.device | None = None, hal
     the module itself is used (the validator's case: it is already in eval mode). ``device=None`` keeps
     the model's device (CPU for ONNX).
     """
-    from .validator import select_device  # imported here: the validator imports this module for sliced val
 
     if isinstance(model, (TorchModel, OnnxModel)):
         return model

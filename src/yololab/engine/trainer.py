@@ -21,9 +21,10 @@ from ..data import DataConfig, YoloDataset, build_dataloader, load_data_config, 
 from ..loss import DetectionLoss
 from ..nn import DetectionModel
 from ..utils import dist
-from ..utils.torch_utils import (ModelEMA, init_seeds, parameter_groups, rng_states, set_rng_states,
+from ..utils.files import run_dir
+from ..utils.torch_utils import (ModelEMA, init_seeds, parameter_groups, rng_states, select_device, set_rng_states,
                                  transfer_weights, unwrap)
-from .validator import select_device, validate
+from .validator import validate
 
 # Settings a resumed run takes from the user when set to a non-default value (the rest come from the checkpoint).
 RESUME_OVERRIDES = ("device", "workers", "json", "verbose")
@@ -81,13 +82,7 @@ class Trainer:
     def _save_dir(self) -> Path:
         if self.resume_ckpt is not None:
             return Path(self.args["resume_dir"])
-        project = Path(self.args["project"] or "runs")
-        name = self.args["name"] or "train"
-        save_dir = project / name
-        if not self.args["exist_ok"]:
-            n = 2
-            while save_dir.exists():
-                save_dir, n = project / f"{name}{n}", n + 1
+        save_dir = run_dir(self.args["project"], self.args["name"] or "train", bool(self.args["exist_ok"]))
         if self.main:
             (save_dir / "weights").mkdir(parents=True, exist_ok=True)
         return save_dir

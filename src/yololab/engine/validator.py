@@ -19,6 +19,7 @@ from torch import nn
 from ..metrics import CONF_GRID, DetectionMetrics, evaluate_coco, format_table, load_coco_json, yolo_ground_truth
 from ..ops import non_max_suppression, unletterbox_boxes, xywh2xyxy, xyxy2xywh
 from ..plots import plot_confidence_curve, plot_confusion_matrix, plot_pr_curves, save_image_grid
+from ..utils.torch_utils import select_device
 
 PLOT_IMAGES = 4  # validation images drawn with ground truth beside predictions
 PLOT_CONF = 0.25  # predictions drawn on those images and counted in the confusion matrix
@@ -98,20 +99,6 @@ def evaluate_files(gt: str | Path, pred: str | Path, *, save_dir: str | Path | N
     if verbose:
         print(format_table(metrics))
     return {**metrics.summary, "speed_ms": None}
-
-
-def select_device(device: str | int | torch.device | None) -> torch.device:
-    """``None``/``""`` -> CUDA if available else CPU; ``"0"``/``0``/``"cuda:0"``/``"cpu"`` as given."""
-    if isinstance(device, torch.device):
-        return device
-    text = "" if device is None else str(device).strip().lower()
-    if not text:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text.split(",")[0].isdigit():
-        text = f"cuda:{text.split(',')[0]}"
-    if text.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}' requested but CUDA is not available (use device=cpu)")
-    return torch.device(text)
 
 
 def dataset_ground_truth(labels: list[dict], data: Any, split: str = "val"

@@ -122,3 +122,17 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay, "name": "weights"},
             {"params": norm, "weight_decay": 0.0, "name": "norm"},
             {"params": bias, "weight_decay": 0.0, "name": "bias"}]
+
+
+def select_device(device: str | int | torch.device | None) -> torch.device:
+    """``None``/``""`` -> CUDA if available else CPU; ``"0"``/``0``/``"cuda:0"``/``"cpu"`` as given."""
+    if isinstance(device, torch.device):
+        return device
+    text = "" if device is None else str(device).strip().lower()
+    if not text:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text.split(",")[0].isdigit():
+        text = f"cuda:{text.split(',')[0]}"
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' requested but CUDA is not available (use device=cpu)")
+    return torch.device(text)
