@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -17,6 +16,7 @@ from yololab.cli import main
 from yololab.engine.exporter import OnnxModel, _parse_names, export, onnx_max_abs_diff
 from yololab.nn import DetectionModel
 from yololab.nn.parse import MODELS_DIR, load_model_yaml
+from model_checks import randomize_batchnorms
 
 from tiny_training import TINY_MODEL
 
@@ -30,20 +30,6 @@ def build(cfg_file) -> DetectionModel:
     if "n" in (cfg.get("scales") or {}):
         cfg["scale"] = "n"
     return DetectionModel(cfg, nc=3)
-
-
-def randomize_batchnorms(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BatchNorm statistics and affine parameters, so folding them is really tested."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                if m.affine:
-                    m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                    m.bias.copy_(torch.randn(n, generator=g) * 0.2)
 
 
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:

@@ -14,25 +14,7 @@ from yololab.engine.exporter import export_onnx, onnx_max_abs_diff
 from yololab.nn import DetectionModel, registered
 from yololab.nn.slimneck import GSBottleneck, GSBottleneckC, GSConv, VoVGSCSP, VoVGSCSPC, channel_shuffle
 from yololab.utils.profile import count_gflops, count_params
-
-
-def _randomize_bn(model: nn.Module) -> nn.Module:
-    """Non-trivial BatchNorm statistics so that fusing is actually exercised."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return model
-
-
-def _assert_every_parameter_has_gradient(model: nn.Module, outputs) -> None:
-    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-    sum((o * torch.randn_like(o)).sum() for o in outputs).backward()
-    missing = [n for n, p in model.named_parameters()
-               if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
-    assert not missing, f"parameters without gradient (dead layers?): {missing}"
+from model_checks import assert_every_parameter_has_gradient, randomize_batchnorms
 
 
 def test_slimneck_modules_are_registered():
@@ -99,7 +81,7 @@ def test_block_shapes(cls, c1, c2, h, w):
 ], ids=lambda m: type(m).__name__)
 def test_every_parameter_gets_a_gradient(module):
     c1 = next(p for p in module.parameters() if p.dim() == 4).shape[1]  # first conv's input channels
-    _assert_every_parameter_has_gradient(module, module.train()(torch.randn(2, c1, 9, 7)))
+    assert_every_parameter_has_gradient(module, module.train()(torch.randn(2, c1, 9, 7)))
 
 
 def test_gs_bottleneck_shortcuts():
@@ -156,13 +138,13 @@ def test_slimneck_is_lighter_than_its_baseline(family, scale):
 @pytest.mark.parametrize("cfg", ["yolov5n-slimneck.yaml", "yolov8n-slimneck.yaml"])
 def test_slimneck_model_trains_every_parameter(cfg):
     model = DetectionModel(cfg).train()
-    _assert_every_parameter_has_gradient(model, model(torch.randn(2, 3, 64, 96)))
+    assert_every_parameter_has_gradient(model, model(torch.randn(2, 3, 64, 96)))
 
 
 @pytest.mark.parametrize("cfg", ["yolov5n-slimneck.yaml", "yolov8n-slimneck.yaml"])
 def test_slimneck_fuses_and_exports_to_onnx(cfg, tmp_path):
     torch.manual_seed(0)
-    model = _randomize_bn(DetectionModel(cfg)).eval()
+    model = randomize_batchnorms(DetectionModel(cfg)).eval()
     fused = copy.deepcopy(model).fuse()
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     images = torch.rand(1, 3, 96, 96)

@@ -16,25 +16,7 @@ from yololab.engine.exporter import export_onnx, onnx_max_abs_diff
 from yololab.nn import DetectionModel, ModelConfigError, registered
 from yololab.nn.split_conv import C2f_SPConv, SPBottleneck, SPConv, SplitConv, split_channels
 from yololab.utils.profile import count_gflops, count_params
-
-
-def _randomize_bn(model: nn.Module) -> nn.Module:
-    """Non-trivial BatchNorm statistics so that fusing is actually exercised."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return model
-
-
-def _assert_every_parameter_has_gradient(model: nn.Module, outputs) -> None:
-    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-    sum((o * torch.randn_like(o)).sum() for o in outputs).backward()
-    missing = [n for n, p in model.named_parameters()
-               if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
-    assert not missing, f"parameters without gradient (dead layers?): {missing}"
+from model_checks import assert_every_parameter_has_gradient, randomize_batchnorms
 
 
 def test_spconv_modules_are_registered():
@@ -120,7 +102,7 @@ def test_split_conv_layout():
     (SPBottleneck(16, 16), 16), (C2f_SPConv(24, 32, 2, True), 24),
 ], ids=["SPConv-s1", "SPConv-s2", "SPBottleneck", "C2f_SPConv"])
 def test_every_parameter_gets_a_gradient(module, c1):
-    _assert_every_parameter_has_gradient(module, module.train()(torch.randn(2, c1, 9, 7)))
+    assert_every_parameter_has_gradient(module, module.train()(torch.randn(2, c1, 9, 7)))
 
 
 def test_c2f_spconv_honours_repeats():
@@ -133,7 +115,7 @@ def test_c2f_spconv_honours_repeats():
 @pytest.mark.parametrize("stride", [1, 2])
 def test_fuse_folds_the_path_batchnorms(stride):
     torch.manual_seed(0)
-    module = _randomize_bn(SPConv(16, 32, 3, stride)).eval()
+    module = randomize_batchnorms(SPConv(16, 32, 3, stride)).eval()
     fused = copy.deepcopy(module)
     fused.conv.fuse()
     assert isinstance(fused.conv.bn_rep, nn.Identity) and isinstance(fused.conv.bn_red, nn.Identity)
@@ -144,7 +126,7 @@ def test_fuse_folds_the_path_batchnorms(stride):
 
 
 def test_spconv_onnx_odd_sizes_dynamic_axes(tmp_path):
-    module = _randomize_bn(SPConv(16, 32, 3, 2)).eval()
+    module = randomize_batchnorms(SPConv(16, 32, 3, 2)).eval()
     file = tmp_path / "spconv.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -161,7 +143,7 @@ def test_spconv_onnx_odd_sizes_dynamic_axes(tmp_path):
 
 def test_spconv_model_fuses_and_exports_to_onnx(tmp_path):
     torch.manual_seed(0)
-    model = _randomize_bn(DetectionModel("yolov8n-spconv.yaml")).eval()
+    model = randomize_batchnorms(DetectionModel("yolov8n-spconv.yaml")).eval()
     fused = copy.deepcopy(model).fuse()
     images = torch.rand(1, 3, 96, 96)
     with torch.no_grad():
@@ -175,7 +157,7 @@ def test_spconv_model_fuses_and_exports_to_onnx(tmp_path):
 
 def test_spconv_model_trains_every_parameter():
     model = DetectionModel("yolov8n-spconv.yaml").train()
-    _assert_every_parameter_has_gradient(model, model(torch.randn(2, 3, 64, 96)))
+    assert_every_parameter_has_gradient(model, model(torch.randn(2, 3, 64, 96)))
 
 
 def test_spconv_config_layout():

@@ -14,18 +14,9 @@ from yololab.engine.exporter import export_onnx, onnx_max_abs_diff
 from yololab.nn import DetectionModel, ModelConfigError
 from yololab.nn.parse import build_layers, load_model_yaml
 from yololab.nn.timm_backbone import TimmBackbone, load_local_state_dict, timm_feature_channels
+from model_checks import randomize_batchnorms
 
 SMALL = "mobilenetv3_small_050"  # 1.6M params: keeps the weight-loading tests cheap
-
-
-def _randomize_bn(model: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model
 
 
 def _timm_cfg(args: list) -> dict:
@@ -47,7 +38,7 @@ def test_channels_come_from_feature_info_without_forward():
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_local_weights_are_loaded(tmp_path, suffix):
-    full = _randomize_bn(timm.create_model(SMALL, pretrained=False)).eval()
+    full = randomize_batchnorms(timm.create_model(SMALL, pretrained=False)).eval()
     file = tmp_path / f"weights{suffix}"
     if suffix == ".safetensors":
         save_file(full.state_dict(), file)
@@ -75,7 +66,7 @@ def test_unsafe_missing_or_wrong_weights_are_refused(tmp_path):
 def test_fuse_applies_timm_reparameterization_only():
     x = torch.randn(1, 3, 64, 64)
     for name, indices in (("repvit_m0_9", [1, 2, 3]), (SMALL, [2, 3, 4])):
-        backbone = _randomize_bn(TimmBackbone(3, name, indices)).eval()
+        backbone = randomize_batchnorms(TimmBackbone(3, name, indices)).eval()
         bns = sum(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
         with torch.no_grad():
             expected = backbone(x)
