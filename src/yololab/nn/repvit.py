@@ -22,25 +22,25 @@ from .registry import BuildContext, make_divisible, register
 
 
 @dataclass(frozen=True)
-class RepViTVariant:
+class RepViTSpec:
     """Published widths (strides 4/8/16/32) and regular blocks per stage (pre-blocks not counted)."""
 
     widths: tuple[int, int, int, int]
     depths: tuple[int, int, int, int]
 
 
-VARIANTS: dict[str, RepViTVariant] = {
-    "m0_9": RepViTVariant((48, 96, 192, 384), (2, 2, 14, 2)),
-    "m1_0": RepViTVariant((56, 112, 224, 448), (2, 2, 14, 2)),
-    "m1_1": RepViTVariant((64, 128, 256, 512), (2, 2, 12, 2)),
-    "m1_5": RepViTVariant((64, 128, 256, 512), (4, 4, 24, 4)),
-    "m2_3": RepViTVariant((80, 160, 320, 640), (6, 6, 34, 2)),
+VARIANTS: dict[str, RepViTSpec] = {
+    "m0_9": RepViTSpec((48, 96, 192, 384), (2, 2, 14, 2)),
+    "m1_0": RepViTSpec((56, 112, 224, 448), (2, 2, 14, 2)),
+    "m1_1": RepViTSpec((64, 128, 256, 512), (2, 2, 12, 2)),
+    "m1_5": RepViTSpec((64, 128, 256, 512), (4, 4, 24, 4)),
+    "m2_3": RepViTSpec((80, 160, 320, 640), (6, 6, 34, 2)),
 }
 
 STAGE_STRIDES = (4, 8, 16, 32)
 
 
-def repvit_stages(variant: str, depth: float = 1.0, width: float = 1.0) -> RepViTVariant:
+def repvit_stages(variant: str, depth: float = 1.0, width: float = 1.0) -> RepViTSpec:
     """Stage widths and depths of a variant (``m0_9`` or ``m0.9``) scaled by ``width`` and ``depth``.
 
     Widths become ``ceil(c * width / 8) * 8``, depths ``max(round(d * depth), 1)``; 1.0 keeps the paper's values.
@@ -53,7 +53,7 @@ def repvit_stages(variant: str, depth: float = 1.0, width: float = 1.0) -> RepVi
     base = VARIANTS[key]
     widths = tuple(base.widths if width == 1.0 else (make_divisible(c * width, 8) for c in base.widths))
     depths = tuple(base.depths if depth == 1.0 else (max(round(d * depth), 1) for d in base.depths))
-    return RepViTVariant(widths, depths)
+    return RepViTSpec(widths, depths)
 
 
 class ConvBN(Conv):
@@ -216,18 +216,19 @@ def _repvit_yaml_scaling(args: list, c_in: int, ctx: BuildContext) -> list:
 class RepViT(nn.Module):
     """RepViT backbone returning the feature maps of stages ``out_indices`` (default P3/P4/P5).
 
-    YAML: ``[-1, 1, RepViT, [m0_9]]`` (published variant at every scale) or ``[m0_9, 0.33, 0.50]``
-    (published at the scale with depth 0.33 / width 0.50, scaled proportionally at the others).
+    ``depth`` and ``width`` multiply the variant's blocks per stage and stage widths (1.0 = as published);
+    stage ``i`` has stride ``4 * 2**i``. YAML: ``[-1, 1, RepViT, [m0_9]]`` (published variant at every scale)
+    or ``[m0_9, 0.33, 0.50]`` (published at the scale with depth 0.33 / width 0.50, proportional at others).
     """
 
     def __init__(self, c1: int = 3, variant: str = "m0_9", depth: float = 1.0, width: float = 1.0,
                  out_indices: tuple[int, ...] | list[int] = (1, 2, 3)):
         super().__init__()
-        self.variant = repvit_stages(variant, depth, width)
+        self.spec = repvit_stages(variant, depth, width)
         self.out_indices = _check_out_indices(out_indices)
-        self.channels = [self.variant.widths[i] for i in self.out_indices]
+        self.channels = [self.spec.widths[i] for i in self.out_indices]
         self.strides = [STAGE_STRIDES[i] for i in self.out_indices]
-        widths, depths = self.variant.widths, self.variant.depths
+        widths, depths = self.spec.widths, self.spec.depths
         self.stem = RepViTStem(c1, widths[0])
         self.stages = nn.ModuleList(
             RepViTStage(widths[max(i - 1, 0)], widths[i], depths[i], downsample=i > 0)
@@ -326,4 +327,4 @@ def _stage_beyond(key: str, built_stages: int) -> bool:
 
 
 def _describe(backbone: RepViT) -> str:
-    return f"(widths {list(backbone.variant.widths)}, depths {list(backbone.variant.depths)})"
+    return f"(widths {list(backbone.spec.widths)}, depths {list(backbone.spec.depths)})"

@@ -35,7 +35,7 @@ def load_local_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _create_timm_features(name: str, out_indices: tuple[int, ...], in_chans: int,
                           state_dict: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """``timm.create_model(features_only=True)``; ``state_dict`` is loaded through timm's own adaptation (no network)."""
+    """``timm.create_model(features_only=True)``; a ``state_dict`` goes through timm's own adaptation, no network."""
     import timm
 
     if state_dict is None:
@@ -73,11 +73,10 @@ def _meta_feature_channels(name: str, out_indices: tuple[int, ...], in_chans: in
 
 
 def _indices(out_indices) -> tuple[int, ...]:
-    if isinstance(out_indices, int):
-        return (out_indices,)
-    if not isinstance(out_indices, (list, tuple)) or not out_indices or not all(isinstance(i, int) for i in out_indices):
+    indices = (out_indices,) if isinstance(out_indices, int) else out_indices
+    if not isinstance(indices, (list, tuple)) or not indices or not all(isinstance(i, int) for i in indices):
         raise ValueError(f"TimmBackbone out_indices must be a non-empty list of ints, got {out_indices!r}")
-    return tuple(out_indices)
+    return tuple(indices)
 
 
 def _timm_channels(c_in: int, args: list) -> list[int]:
