@@ -14,20 +14,7 @@ from yololab.engine.exporter import export_onnx, onnx_max_abs_diff
 from yololab.nn import DetectionModel, ModelConfigError
 from yololab.nn.parse import build_layers, load_model_yaml
 from yololab.nn.repvit import RepViT, RepVGGDW, SqueezeExcite, load_timm_repvit, repvit_stages
-
-
-def _randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BatchNorm statistics and affine terms, so that folding and key mapping are really exercised."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) - 0.5)
-    return model
+from model_checks import randomize_batchnorms
 
 
 def _max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -48,7 +35,7 @@ def _repvit_cfg(args: list, scale: str = "n") -> dict:
 
 @pytest.mark.parametrize("variant", ["m0_9", "m1_1"])
 def test_params_and_features_match_timm(variant):
-    ref = _randomize_bn(_timm_features(variant)).eval()
+    ref = randomize_batchnorms(_timm_features(variant)).eval()
     ours = RepViT(3, variant)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
     assert ours.channels == ref.feature_info.channels() and ours.strides == ref.feature_info.reduction()
@@ -72,7 +59,7 @@ def test_truncated_out_indices_match_timm_params():
 
 
 def test_loads_full_timm_checkpoint_file(tmp_path):
-    full = _randomize_bn(timm.create_model("repvit_m0_9", pretrained=False), seed=1).eval()
+    full = randomize_batchnorms(timm.create_model("repvit_m0_9", pretrained=False), seed=1).eval()
     save_file(full.state_dict(), tmp_path / "repvit_m0_9.safetensors")
     torch.save({"state_dict": full.state_dict()}, tmp_path / "repvit_m0_9.pth")
     x = torch.randn(1, 3, 64, 64)
@@ -98,7 +85,7 @@ def test_loader_rejects_mismatched_weights(tmp_path):
 
 
 def test_repvggdw_fuses_into_one_depthwise_conv():
-    mixer = _randomize_bn(RepVGGDW(16)).eval()
+    mixer = randomize_batchnorms(RepVGGDW(16)).eval()
     with torch.no_grad():
         mixer.conv1x1.weight.normal_()
         mixer.conv1x1.bias.normal_()
@@ -113,7 +100,7 @@ def test_repvggdw_fuses_into_one_depthwise_conv():
 
 
 def test_backbone_fuse_is_exact_and_leaves_no_batchnorm():
-    model = _randomize_bn(RepViT(3, "m0_9", width=0.5)).eval()
+    model = randomize_batchnorms(RepViT(3, "m0_9", width=0.5)).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         expected = model(x)
@@ -160,7 +147,7 @@ def test_yaml_errors_name_the_row():
 
 
 def test_yolov8_repvit_fuse_and_onnx(tmp_path):
-    model = _randomize_bn(DetectionModel("yolov8n-repvit.yaml")).eval()
+    model = randomize_batchnorms(DetectionModel("yolov8n-repvit.yaml")).eval()
     assert model.stride.tolist() == [8.0, 16.0, 32.0]
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
