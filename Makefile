@@ -20,8 +20,8 @@ install: $(STAMP)
 # the main job on the embedded default: is the slim neck a real gain over yolov8n, or noise? (a few CPU minutes;
 # a second `make demo` reuses the finished runs)
 demo: $(STAMP)
-	$(VENV)/bin/yololab compare models=yolov8n.yaml,yolov8n-slimneck.yaml data=synthetic seeds=2 epochs=3 \
-		imgsz=256 batch=16 name=demo
+	$(VENV)/bin/yololab compare models=yolov8n.yaml,yolov8n-slimneck.yaml data=synthetic seeds=2 epochs=5 \
+		imgsz=256 batch=16 nbs=16 optimizer=AdamW lr0=0.002 warmup_epochs=1 close_mosaic=2 name=demo
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q

@@ -218,14 +218,14 @@ def val(s: dict[str, Any]) -> dict:
     return validate_model(None, s)
 
 
-COMPARE_KEYS = ("models", "data", "seeds", "epochs", "imgsz", "batch", "device", "workers", "project", "name",
+COMPARE_KEYS = ("models", "data", "seeds", "epochs", "imgsz", "batch", "nbs", "device", "workers", "project", "name",
                 "exist_ok", "optimizer", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "cos_lr",
                 "mosaic", "close_mosaic", "mixup", "patience", "amp", "plugins")
 
 
 @command("compare", COMPARE_KEYS, "train models x seeds under one pinned recipe; verdicts better/worse/within noise")
 def compare(s: dict[str, Any]) -> dict:
-    from .cfg import ConfigError
+    from .cfg import ConfigError, defaults
     from .data import load_data_config
     from .engine.compare import RECIPE_KEYS, compare as run_compare
     from .utils.dist import device_list
@@ -236,7 +236,8 @@ def compare(s: dict[str, Any]) -> dict:
     if s["optimizer"] == "auto":
         raise ConfigError("compare pins the recipe: choose optimizer=SGD or optimizer=AdamW, not auto")
     data = load_data_config(s["data"])
-    recipe = {k: s[k] for k in RECIPE_KEYS if k in s}
+    # every recipe value is passed explicitly, so the runs stay pinned even if a default changes later
+    recipe = {k: s[k] if k in s else defaults()[k] for k in RECIPE_KEYS}
     recipe.update(data=s["data"], patience=s["patience"], plugins=s["plugins"])
     devices = [str(d) for d in device_list(s["device"])] if s["device"] not in (None, "", "cpu") else None
     # a named comparison reuses its folder, so running the same command again resumes it

@@ -22,7 +22,7 @@ from ..stats import paired_difference, summarize
 
 ACCURACY_METRICS = ("map", "map50", "aps", "apm", "apl")
 METRIC_LABELS = {"map": "mAP50-95", "map50": "mAP50", "aps": "APs", "apm": "APm", "apl": "APl"}
-RECIPE_KEYS = ("epochs", "imgsz", "batch", "optimizer", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs",
+RECIPE_KEYS = ("epochs", "imgsz", "batch", "nbs", "optimizer", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs",
                "cos_lr", "mosaic", "close_mosaic", "mixup", "fliplr", "hsv_h", "hsv_s", "hsv_v", "translate",
                "scale", "box", "cls", "dfl", "amp", "workers", "deterministic")
 
