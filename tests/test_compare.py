@@ -61,6 +61,9 @@ def test_finished_runs_are_reused_and_failures_reported(tmp_path):
     again = run_all(MODELS, [0, 1], tmp_path, {}, run_fn=run_fn, log=lambda m: None)
     assert calls == [(MODELS[1], 1)]  # only the failed run is tried again
     assert sum(r.ok for r in again) == 3
+    calls.clear()
+    run_all(MODELS, [0], tmp_path, {"epochs": 5}, run_fn=run_fn, log=lambda m: None)
+    assert calls == [(MODELS[0], 0), (MODELS[1], 0)]  # another recipe never reuses old results
 
 
 @pytest.mark.slow

@@ -77,9 +77,12 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
         index, (model, seed) = index_job
         run_dir = out / "runs" / f"{_stem(model)}-seed{seed}"
         done = run_dir / "result.json"
-        if done.is_file():
+        previous = json.loads(done.read_text()) if done.is_file() else None
+        if previous is not None and previous.get("recipe") == _jsonable(recipe):
             log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: reusing {done}")
-            return RunResult(model, seed, True, json.loads(done.read_text()), run_dir=str(run_dir))
+            return RunResult(model, seed, True, previous["metrics"], run_dir=str(run_dir))
+        if previous is not None:
+            log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: the recipe changed since {done}, retraining")
         log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: training")
         t0 = time.time()
         try:
@@ -92,7 +95,7 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
             return RunResult(model, seed, False, error=str(e), run_dir=str(run_dir))
         metrics.setdefault("wall_time_s", round(time.time() - t0, 1))
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(done, metrics)
+        _write_json_atomic(done, {"recipe": _jsonable(recipe), "metrics": metrics})
         return RunResult(model, seed, True, metrics, run_dir=str(run_dir))
 
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:
@@ -101,6 +104,10 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
 
 def _stem(model: str) -> str:
     return Path(model).stem
+
+
+def _jsonable(data: Any) -> Any:
+    return json.loads(json.dumps(data, default=str))
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
