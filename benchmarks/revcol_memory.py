@@ -202,8 +202,9 @@ def main() -> None:
 
     name = "CPU" if args.device == "cpu" else torch.cuda.get_device_name(args.device)
     channels, layers = level_config(args.variant)
-    print(f"{args.variant}: widths {channels}, blocks {layers}, drop path {args.drop_path}, batch {args.batch}, "
-          f"imgsz {args.imgsz}, {'bf16 autocast' if args.amp else 'float32'}, {name}, "
+    step = "" if args.skip_memory else (f"batch {args.batch}, imgsz {args.imgsz}, "
+                                        f"{'bf16 autocast' if args.amp else 'float32'}, ")
+    print(f"{args.variant}: widths {channels}, blocks {layers}, drop path {args.drop_path}, {step}{name}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}\n")
     if not args.skip_memory:
         memory_table(args)
@@ -232,7 +233,7 @@ def memory_table(args: argparse.Namespace) -> None:
 def numerics_table(args: argparse.Namespace) -> None:
     print(f"\nNumerics at batch {args.check_batch}, imgsz {args.check_imgsz}, relative errors. rebuild: worst "
           "column state rebuilt from the last column alone (eval mode); grad: all gradients of the reversible "
-          "mode vs the plain mode in the same precision (train mode, drop path on).\n")
+          "mode vs the plain mode in the same precision (train mode, drop path as in the header).\n")
     rows = [(columns, numerics(columns, args.anchors, args)) for columns in args.columns]
     print("| columns | " + " | ".join(rows[0][1]) + " |")
     print("|---|" + "---|" * len(rows[0][1]))
