@@ -159,8 +159,8 @@ def numerics(columns: int, anchors: list[int], args: argparse.Namespace) -> dict
     net = build(columns, None, args)
     images = torch.randn(args.check_batch, 3, args.check_imgsz, args.check_imgsz, device=args.device)
     net.eval()
-    row = {"rebuild fp32": max(reconstruction_errors(net, images)),
-           "rebuild bf16": max(reconstruction_errors(net, images, torch.bfloat16))}
+    row = {"rebuild fp32": max(reconstruction_errors(net, images), default=0.0),
+           "rebuild bf16": max(reconstruction_errors(net, images, torch.bfloat16), default=0.0)}
     net.train()
     rel = lambda a, b: float((a - b).norm() / b.norm())  # noqa: E731
     plain = {amp: _flat_grads(net, images, amp) for amp in (False, True)}
