@@ -13,15 +13,13 @@ Usage: ``.venv/bin/python benchmarks/revcol_table.py [--runs 5] [--threads 1] [-
 from __future__ import annotations
 
 import argparse
-import copy
 import platform
-import time
 
 import torch
 
 from yololab.nn import DetectionModel
 from yololab.nn.revcol import REVCOL_VARIANTS, RevCol
-from yololab.utils.profile import count_gflops, count_params, time_calls
+from yololab.utils.profile import count_gflops, count_params, measure_latency
 
 MODELS = ["yolov8n", "yolov8n-revcol", "yolov8s", "yolov8s-revcol"]
 # megvii-research/RevCol README, ImageNet-1K 224: params, GMACs, top-1
@@ -30,18 +28,8 @@ PAPER = {"T": (30e6, 4.5, 82.2), "S": (60e6, 9.0, 83.5)}
 
 def cpu_latency(model: torch.nn.Module, imgsz: int, runs: int) -> tuple[float, float]:
     """(process CPU ms, wall ms) per forward of a fused eval copy: medians over ``runs`` after one warm-up."""
-    model = copy.deepcopy(model).eval().fuse()
-    x = torch.zeros(1, 3, imgsz, imgsz)
-    cpu = []
-
-    def forward() -> None:
-        t0 = time.process_time()
-        model(x)
-        cpu.append((time.process_time() - t0) * 1000)
-
-    with torch.inference_mode():
-        wall = time_calls(forward, warmup=1, runs=runs)
-    return sorted(cpu[1:])[len(cpu[1:]) // 2], wall["median_ms"]
+    t = measure_latency(model, imgsz, warmup=1, runs=runs)
+    return t["cpu_median_ms"], t["median_ms"]
 
 
 def main() -> None:

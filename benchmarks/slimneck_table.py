@@ -16,42 +16,21 @@ Usage: ``.venv/bin/python benchmarks/slimneck_table.py [--runs 5] [--rounds 3] [
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import platform
 import statistics
-import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from yololab.nn import DetectionModel
 from yololab.nn.slimneck import VoVGSCSP
-from yololab.utils.profile import count_gflops, count_params
+from yololab.utils.profile import count_gflops, count_params, measure_latency
 
 SLIMNECK_PAIRS = [("yolov5n", "yolov5n-slimneck"), ("yolov8n", "yolov8n-slimneck"), ("yolov8s", "yolov8s-slimneck")]
 SPCONV_PAIRS = [("yolov8n", "yolov8n-spconv"), ("yolov8s", "yolov8s-spconv")]
 # Slim-neck README / paper, MS COCO 640, anchor-based YOLOv5 head: (params, GFLOPs) baseline -> slim-neck.
 PUBLISHED = {"yolov5n": ((1.9e6, 4.5), (1.8e6, 4.0)), "yolov5s": ((7.2e6, 16.4), (7.0e6, 14.5))}
-
-
-def timed_runs(model: DetectionModel, imgsz: int, runs: int, warmup: int = 2) -> tuple[float, float]:
-    """Median (wall, process CPU) milliseconds of one batch-1 forward of a fused copy of ``model``.
-
-    ``yololab.utils.profile.measure_latency`` gives wall time only; the CPU time is what stays
-    comparable when other jobs share the CPU.
-    """
-    model = copy.deepcopy(model).eval().fuse()
-    x = torch.zeros(1, 3, imgsz, imgsz)
-    wall, cpu = [], []
-    with torch.inference_mode():
-        for i in range(warmup + runs):
-            w0, c0 = time.perf_counter(), time.process_time()
-            model(x)
-            if i >= warmup:
-                wall.append((time.perf_counter() - w0) * 1000)
-                cpu.append((time.process_time() - c0) * 1000)
-    return statistics.median(wall), statistics.median(cpu)
 
 
 def latencies(names: list[str], runs: int, rounds: int, imgsz: int = 640) -> dict[str, tuple[float, float]]:
@@ -60,7 +39,8 @@ def latencies(names: list[str], runs: int, rounds: int, imgsz: int = 640) -> dic
     samples: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
     for _ in range(rounds):
         for name, model in models.items():
-            samples[name].append(timed_runs(model, imgsz, runs))
+            t = measure_latency(model, imgsz, warmup=2, runs=runs)
+            samples[name].append((t["median_ms"], t["cpu_median_ms"]))
     return {n: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for n, v in samples.items()}
 
 

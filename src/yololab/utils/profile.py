@@ -50,21 +50,23 @@ def measure_latency(model: nn.Module, imgsz: int | tuple[int, int] = 640, *, bat
 
 def time_calls(fn: Callable[[], Any], *, warmup: int = 3, runs: int = 20,
                sync: Callable[[], Any] | None = None) -> dict[str, float]:
-    """Median and p90 milliseconds of ``fn()`` over ``runs`` timed calls after ``warmup`` untimed ones.
-
-    ``sync`` (e.g. ``torch.cuda.synchronize``) is called before starting and stopping each clock.
+    """Median and p90 wall milliseconds of ``fn()`` over ``runs`` timed calls after ``warmup`` untimed ones,
+    and the median process CPU milliseconds (``cpu_median_ms``), which stays comparable when other jobs share
+    the CPU. ``sync`` (e.g. ``torch.cuda.synchronize``) is called before starting and stopping each clock.
     """
     if runs < 1:
         raise ValueError(f"runs must be at least 1, got {runs}")
-    times = []
+    times, cpu = [], []
     for i in range(warmup + runs):
         if sync:
             sync()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         if sync:
             sync()
         if i >= warmup:
             times.append((time.perf_counter() - t0) * 1000)
+            cpu.append((time.process_time() - c0) * 1000)
     times.sort()
-    return {"median_ms": statistics.median(times), "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))]}
+    return {"median_ms": statistics.median(times), "p90_ms": times[min(len(times) - 1, int(0.9 * len(times)))],
+            "cpu_median_ms": statistics.median(cpu)}
