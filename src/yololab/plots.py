@@ -143,3 +143,27 @@ def plot_curves(curves: dict[str, list[tuple[Sequence[float], Sequence[float]]]]
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, file)
+
+
+def plot_training_curves(csv_file: str | Path, columns: Sequence[str], file: str | Path) -> Path | None:
+    """One small panel per results.csv column (losses, learning rates, metrics) against the epoch."""
+    import csv
+    import math
+
+    with open(csv_file, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = [c for c in columns if any(r.get(c, "") != "" for r in rows)]
+    if not rows or not columns:
+        return None
+    epochs = [int(r["epoch"]) for r in rows]
+    ncols = 4
+    nrows = math.ceil(len(columns) / ncols)
+    fig = Figure(figsize=(12, 2.4 * nrows), tight_layout=True)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, col in zip(axes.flat, columns):
+        ax.plot(epochs, [float(r[col]) if r[col] != "" else float("nan") for r in rows], marker=".", linewidth=1.5)
+        ax.set_title(col, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.axis("off")
+    return _save(fig, file)

@@ -20,6 +20,7 @@ from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..data import DataConfig, YoloDataset, build_dataloader, load_data_config, plot_label_distribution
 from ..loss import DetectionLoss
 from ..nn import DetectionModel
+from ..plots import plot_training_curves
 from ..utils import dist
 from ..utils.files import run_dir
 from ..utils.torch_utils import (ModelEMA, init_seeds, parameter_groups, rng_states, select_device, set_rng_states,
@@ -387,7 +388,7 @@ class Trainer:
             if path.is_file():
                 ckpt = load_checkpoint(path)
                 save_checkpoint(path, ckpt["model"], ckpt["meta"])
-        plot_results(self.save_dir / "results.csv", self.save_dir / "results.png")
+        plot_training_curves(self.save_dir / "results.csv", RESULT_COLUMNS[1:-1], self.save_dir / "results.png")
         best = self.wdir / "best.pt"
         metrics = dict(self.metrics)
         if self.val_loader is not None and best.is_file():
@@ -488,32 +489,3 @@ def _write_yaml(path: Path, data: dict) -> None:
     import yaml
 
     path.write_text(yaml.safe_dump(_jsonable(data), sort_keys=False))
-
-
-def plot_results(csv_file: Path, png_file: Path) -> Path | None:
-    """One small panel per results.csv column (losses, learning rates, metrics) against the epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(csv_file, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return None
-    columns = [c for c in RESULT_COLUMNS[1:-1] if any(r[c] != "" for r in rows)]
-    epochs = [int(r["epoch"]) for r in rows]
-    ncols = 4
-    fig, axes = plt.subplots(math.ceil(len(columns) / ncols), ncols, figsize=(12, 2.4 * math.ceil(len(columns) / ncols)),
-                             squeeze=False)
-    for ax, col in zip(axes.flat, columns):
-        values = [float(r[col]) if r[col] != "" else float("nan") for r in rows]
-        ax.plot(epochs, values, marker=".", linewidth=1.5)
-        ax.set_title(col, fontsize=9)
-        ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(columns):]:
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(png_file, dpi=120)
-    plt.close(fig)
-    return png_file
