@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from yololab.engine.exporter import export_onnx, onnx_max_abs_diff
 
 
 def randomize_batchnorms(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -28,3 +33,22 @@ def assert_every_parameter_has_gradient(model: nn.Module, outputs) -> None:
     missing = [n for n, p in model.named_parameters()
                if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
     assert not missing, f"parameters without gradient (dead layers?): {missing}"
+
+
+def assert_fuses_and_exports(model: nn.Module, tmp_path: Path, imgsz: int = 96
+                             ) -> tuple[torch.Tensor, nn.Module, Path]:
+    """Eval outputs of a fused copy and of its ONNX export equal the model's (1e-5 of the output scale).
+
+    Returns the model's output on a random image, the fused copy and the ONNX file, for further checks.
+    """
+    torch.manual_seed(0)
+    model = randomize_batchnorms(model).eval()
+    fused = copy.deepcopy(model).fuse()
+    images = torch.rand(1, 3, imgsz, imgsz)
+    with torch.no_grad():
+        y, y_fused = model(images), fused(images)
+    scale = y.abs().max().item()
+    assert (y - y_fused).abs().max() <= 1e-5 * scale
+    file = export_onnx(model, tmp_path / "model.onnx", imgsz=imgsz)
+    assert onnx_max_abs_diff(file, fused, images) <= 1e-5 * scale
+    return y, fused, file

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import onnx
@@ -10,11 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from yololab.engine.exporter import export_onnx, onnx_max_abs_diff
 from yololab.nn import DetectionModel, registered
 from yololab.nn.slimneck import GSBottleneck, GSBottleneckC, GSConv, VoVGSCSP, VoVGSCSPC, channel_shuffle
 from yololab.utils.profile import count_gflops, count_params
-from model_checks import assert_every_parameter_has_gradient, randomize_batchnorms
+from model_checks import assert_every_parameter_has_gradient, assert_fuses_and_exports
 
 
 def test_slimneck_modules_are_registered():
@@ -143,20 +141,11 @@ def test_slimneck_model_trains_every_parameter(cfg):
 
 @pytest.mark.parametrize("cfg", ["yolov5n-slimneck.yaml", "yolov8n-slimneck.yaml"])
 def test_slimneck_fuses_and_exports_to_onnx(cfg, tmp_path):
-    torch.manual_seed(0)
-    model = randomize_batchnorms(DetectionModel(cfg)).eval()
-    fused = copy.deepcopy(model).fuse()
+    model = DetectionModel(cfg)
+    y, fused, file = assert_fuses_and_exports(model, tmp_path)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
-    images = torch.rand(1, 3, 96, 96)
-    with torch.no_grad():
-        y, y_fused = model(images), fused(images)
-    scale = y.abs().max().item()
     assert y.shape == (1, 4 + 80, 12 * 12 + 6 * 6 + 3 * 3)  # decoded boxes + scores at strides 8/16/32
-    assert (y - y_fused).abs().max() <= 1e-5 * scale
-
-    file = export_onnx(model, tmp_path / "model.onnx", imgsz=96)
     perms = [list(n.attribute[0].ints) for n in onnx.load(str(file)).graph.node if n.op_type == "Transpose"]
     shuffles = [p for p in perms if len(p) == 5]
     assert len(shuffles) == sum(isinstance(m, GSConv) for m in model.modules())
     assert all(p[0] == 0 for p in shuffles)  # the shuffle keeps the batch axis first
-    assert onnx_max_abs_diff(file, fused, images) <= 1e-5 * scale

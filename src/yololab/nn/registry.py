@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from torch import nn
@@ -63,7 +63,6 @@ class ModuleSpec:
     prepare: Callable[[list, Any, "BuildContext"], list] | None = None
     modern_head: bool = False
     description: str = ""
-    extra: dict = field(default_factory=dict)
 
     def channels(self, c_in: Any, args: list) -> int | list[int]:
         """Output channels of a row built with final constructor ``args`` from inputs ``c_in``."""
