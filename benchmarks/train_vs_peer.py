@@ -180,7 +180,7 @@ def main() -> None:
         raise SystemExit(f"{args.data} not found (../shared/datasets/bccd is expected beside the checkout)")
     args.data_name = args.data.parent.name
     out = args.out / f"{args.data_name}-{args.model}-e{args.epochs}-s{args.imgsz}-f{args.fraction}"
-    data = subset_data(args.data, args.fraction, out / "data") if args.fraction < 1 else args.data.resolve()
+    data = subset_data(args.data, args.fraction, out / "data")  # absolute paths: the peer resolves relative ones from cwd
     rows = {}
     if args.only in (None, "ours"):
         rows["yololab"] = run_ours(args, data, out / "ours")

@@ -66,6 +66,14 @@ def test_finished_runs_are_reused_and_failures_reported(tmp_path):
     assert calls == [(MODELS[0], 0), (MODELS[1], 0)]  # another recipe never reuses old results
 
 
+def test_compare_refuses_an_unpinned_optimizer(tmp_path):
+    from yololab.cfg import ConfigError
+    from yololab.cli import run
+
+    with pytest.raises(ConfigError, match="pins the recipe"):
+        run("compare", {"models": ",".join(MODELS), "optimizer": "auto", "project": str(tmp_path)})
+
+
 @pytest.mark.slow
 def test_real_tiny_compare_writes_every_file(tmp_path, capsys, monkeypatch):
     from yololab.data import make_synthetic
@@ -89,4 +97,6 @@ def test_real_tiny_compare_writes_every_file(tmp_path, capsys, monkeypatch):
                  "val_curves.png"):
         assert (out / name).is_file(), name
     assert result["models"]["variant"]["runs"] == 2
+    md = (out / "report.md").read_text()
+    assert "optimizer: SGD" in md and "lr0: 0.01" in md  # compare's pinned default, with SGD's lr written out
     assert result["models"]["variant"]["vs_baseline"]["map"]["verdict"] in ("better", "worse", "within noise")

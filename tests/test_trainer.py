@@ -11,7 +11,7 @@ from yololab.api import YOLO
 from yololab.cfg import ConfigError
 from yololab.checkpoint import load_checkpoint, save_checkpoint
 from yololab.cli import run
-from yololab.engine.trainer import Trainer, TrainingError, lr_lambda
+from yololab.engine.trainer import DEFAULT_LR, Trainer, TrainingError, lr_lambda
 from yololab.nn import DetectionModel
 from yololab.utils.torch_utils import ModelEMA, parameter_groups
 
@@ -63,11 +63,17 @@ def test_auto_optimizer_says_what_it_chose_and_keeps_a_given_lr0(data, tmp_path,
     assert isinstance(trainer.optimizer, torch.optim.AdamW)
     assert trainer.optimizer.param_groups[0]["initial_lr"] == pytest.approx(0.002 * 5 / (4 + 4))
     assert "optimizer=auto" in capsys.readouterr().out
-    trainer = Trainer(tiny_settings(data, tmp_path, optimizer="auto", lr0=0.003, verbose=True),
-                      model=DetectionModel(TINY_MODEL))
-    trainer.setup()
-    assert trainer.optimizer.param_groups[0]["initial_lr"] == pytest.approx(0.003)
-    assert "your lr0" in capsys.readouterr().out
+    for lr0 in (0.003, 0.01):  # 0.01 is SGD's default lr: given explicitly, auto must still keep it
+        trainer = Trainer(tiny_settings(data, tmp_path, optimizer="auto", lr0=lr0, verbose=True),
+                          model=DetectionModel(TINY_MODEL))
+        trainer.setup()
+        assert trainer.optimizer.param_groups[0]["initial_lr"] == pytest.approx(lr0)
+        assert "your lr0" in capsys.readouterr().out
+    for name, expected in (("SGD", torch.optim.SGD), ("AdamW", torch.optim.AdamW)):
+        trainer = Trainer(tiny_settings(data, tmp_path, optimizer=name), model=DetectionModel(TINY_MODEL))
+        trainer.setup()
+        assert isinstance(trainer.optimizer, expected)
+        assert trainer.optimizer.param_groups[0]["initial_lr"] == DEFAULT_LR[name.lower()]
     with pytest.raises(ValueError, match="optimizer must be SGD, AdamW or auto"):
         Trainer(tiny_settings(data, tmp_path, optimizer="Adam"), model=DetectionModel(TINY_MODEL)).setup()
 

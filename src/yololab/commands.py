@@ -223,22 +223,26 @@ COMPARE_KEYS = ("models", "data", "seeds", "epochs", "imgsz", "batch", "nbs", "d
                 "mosaic", "close_mosaic", "mixup", "patience", "amp", "plugins")
 
 
-@command("compare", COMPARE_KEYS, "train models x seeds under one pinned recipe; verdicts better/worse/within noise")
+@command("compare", COMPARE_KEYS, "train models x seeds under one pinned recipe; verdicts better/worse/within noise",
+         defaults={"optimizer": "SGD"})
 def compare(s: dict[str, Any]) -> dict:
     from .cfg import ConfigError, defaults
     from .data import load_data_config
     from .engine.compare import RECIPE_KEYS, compare as run_compare
+    from .engine.trainer import DEFAULT_LR
     from .utils.dist import device_list
 
     models = [m.strip() for m in str(s["models"] or "").split(",") if m.strip()]
     if len(models) < 2:
         raise ConfigError("compare needs models=baseline.yaml,variant.yaml[,...] (the first one is the baseline)")
-    if s["optimizer"] == "auto":
-        raise ConfigError("compare pins the recipe: choose optimizer=SGD or optimizer=AdamW, not auto")
+    if str(s["optimizer"]).lower() not in DEFAULT_LR:
+        raise ConfigError(f"compare pins the recipe: choose optimizer=SGD or optimizer=AdamW, not {s['optimizer']}")
     data = load_data_config(s["data"])
     # every recipe value is passed explicitly, so the runs stay pinned even if a default changes later
     recipe = {k: s[k] if k in s else defaults()[k] for k in RECIPE_KEYS}
     recipe.update(data=s["data"], patience=s["patience"], plugins=s["plugins"])
+    if recipe["lr0"] is None:
+        recipe["lr0"] = DEFAULT_LR[str(s["optimizer"]).lower()]
     devices = [str(d) for d in device_list(s["device"])] if s["device"] not in (None, "", "cpu") else None
     # a named comparison reuses its folder, so running the same command again resumes it
     out = Path(s["project"] or "runs") / s["name"] if s["name"] else run_dir(s, "compare")
