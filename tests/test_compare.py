@@ -100,3 +100,19 @@ def test_real_tiny_compare_writes_every_file(tmp_path, capsys, monkeypatch):
     md = (out / "report.md").read_text()
     assert "optimizer: SGD" in md and "lr0: 0.01" in md  # compare's pinned default, with SGD's lr written out
     assert result["models"]["variant"]["vs_baseline"]["map"]["verdict"] in ("better", "worse", "within noise")
+
+
+def test_an_interrupted_run_of_the_same_recipe_resumes_from_last_pt(tmp_path):
+    from yololab.checkpoint import save_checkpoint
+    from yololab.engine.compare import train_command
+
+    run_dir, recipe = tmp_path / "yolov8n-seed0", {"epochs": 3, "optimizer": "SGD"}
+    fresh = train_command(MODELS[0], 0, run_dir, recipe)
+    assert "model=yolov8n.yaml" in fresh and "seed=0" in fresh and "epochs=3" in fresh
+    last = run_dir / "weights" / "last.pt"
+    last.parent.mkdir(parents=True)
+    save_checkpoint(last, {}, {"epoch": 1}, optimizer={"state": {}, "param_groups": []})
+    assert train_command(MODELS[0], 0, run_dir, recipe) == ["train", f"resume={last}", "json=true"]
+    assert "epochs=5" in train_command(MODELS[0], 0, run_dir, {**recipe, "epochs": 5})  # another recipe: restart
+    save_checkpoint(last, {}, {"epoch": 3})  # finished (no training state) but no result.json: train it again
+    assert "model=yolov8n.yaml" in train_command(MODELS[0], 0, run_dir, recipe)

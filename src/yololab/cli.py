@@ -57,6 +57,8 @@ def parse_argv(argv: list[str]) -> tuple[str, dict[str, Any]]:
 
 def run(name: str, overrides: dict[str, Any]) -> dict | None:
     """Run one command with user overrides (also the Python entry used by tests)."""
+    from . import commands  # noqa: F401  (registers every command)
+
     if name not in COMMANDS:
         import difflib
 
@@ -73,6 +75,8 @@ def run(name: str, overrides: dict[str, Any]) -> dict | None:
 
 
 def _print_help() -> None:
+    from . import commands  # noqa: F401  (registers every command)
+
     print("usage: yololab <command> key=value ...\n\ncommands:")
     for name, cmd in sorted(COMMANDS.items()):
         print(f"  {name:<12} {cmd.help}")
@@ -81,8 +85,6 @@ def _print_help() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``yololab`` console script."""
-    from . import commands  # noqa: F401  (registers every command)
-
     argv = sys.argv[1:] if argv is None else argv
     try:
         name, overrides = parse_argv(argv)

@@ -219,8 +219,8 @@ def val(s: dict[str, Any]) -> dict:
 
 
 COMPARE_KEYS = ("models", "data", "seeds", "epochs", "imgsz", "batch", "nbs", "device", "workers", "project", "name",
-                "exist_ok", "optimizer", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "cos_lr",
-                "mosaic", "close_mosaic", "mixup", "patience", "amp", "plugins")
+                "exist_ok", "optimizer", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_bias_lr",
+                "cos_lr", "mosaic", "close_mosaic", "mixup", "patience", "amp", "plugins")
 
 
 @command("compare", COMPARE_KEYS, "train models x seeds under one pinned recipe; verdicts better/worse/within noise",

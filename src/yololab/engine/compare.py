@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..checkpoint import load_checkpoint
 from ..stats import paired_difference, summarize
 
 ACCURACY_METRICS = ("map", "map50", "aps", "apm", "apl")
 METRIC_LABELS = {"map": "mAP50-95", "map50": "mAP50", "aps": "APs", "apm": "APm", "apl": "APl"}
 RECIPE_KEYS = ("epochs", "imgsz", "batch", "nbs", "optimizer", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs",
-               "cos_lr", "mosaic", "close_mosaic", "mixup", "fliplr", "hsv_h", "hsv_s", "hsv_v", "translate",
-               "scale", "box", "cls", "dfl", "amp", "workers", "deterministic")
+               "warmup_bias_lr", "cos_lr", "mosaic", "close_mosaic", "mixup", "fliplr", "hsv_h", "hsv_s", "hsv_v",
+               "translate", "scale", "box", "cls", "dfl", "amp", "workers", "deterministic")
 
 
 @dataclass
@@ -42,14 +43,25 @@ class RunResult:
 RunFn = Callable[[str, int, Path, dict], dict]
 
 
-def train_subprocess(model: str, seed: int, run_dir: Path, recipe: dict, device: str | None = None) -> dict:
-    """Train one run via ``python -m yololab train ... json=true``; return the JSON of its last line."""
+def train_command(model: str, seed: int, run_dir: Path, recipe: dict) -> list[str]:
+    """The ``yololab train`` arguments of one run: a resume of its ``last.pt`` when an earlier start of the same
+    recipe was interrupted (killed, machine stopped), otherwise a fresh start (recorded in ``recipe.json``)."""
+    last, started = run_dir / "weights" / "last.pt", run_dir / "recipe.json"
+    if (last.is_file() and started.is_file() and json.loads(started.read_text()) == _jsonable(recipe)
+            and "optimizer" in load_checkpoint(last)):  # a finished run's last.pt has no training state
+        return ["train", f"resume={last}", "json=true"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(started, _jsonable(recipe))
     args = [f"{k}={v}" for k, v in recipe.items() if v is not None]
-    cmd = [sys.executable, "-m", "yololab", "train", f"model={model}", f"seed={seed}",
-           f"project={run_dir.parent}", f"name={run_dir.name}", "exist_ok=true", "json=true", *args]
+    return ["train", f"model={model}", f"seed={seed}", f"project={run_dir.parent}", f"name={run_dir.name}",
+            "exist_ok=true", "json=true", *args]
+
+
+def train_subprocess(model: str, seed: int, run_dir: Path, recipe: dict, device: str | None = None) -> dict:
+    """Train (or finish) one run via ``python -m yololab train ... json=true``; return its last JSON line."""
+    cmd = [sys.executable, "-m", "yololab", *train_command(model, seed, run_dir, recipe)]
     if device is not None:
         cmd.append(f"device={device}")
-    run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "compare.log", "w") as log, open(run_dir / "stdout.log", "w+") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=log, env=dict(os.environ))
         _, status, usage = os.wait4(proc.pid, 0)  # rusage of this run alone: its peak resident memory
@@ -69,8 +81,9 @@ def train_subprocess(model: str, seed: int, run_dir: Path, recipe: dict, device:
 
 def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run_fn: RunFn | None = None,
             devices: list[str] | None = None, log: Callable[[str], None] = print) -> list[RunResult]:
-    """Run (or reuse) every model x seed; with several devices, one run per device at a time."""
-    jobs = [(m, s) for m in models for s in seeds]
+    """Run (or reuse) every model x seed, seed by seed (a partial comparison covers every model); with several
+    devices, one run per device at a time."""
+    jobs = [(m, s) for s in seeds for m in models]
     devices = devices or [None]
 
     def one(index_job):
