@@ -271,8 +271,8 @@ def compare(models: list[str], seeds: list[int], out: Path, recipe: dict, *, nc:
     out.mkdir(parents=True, exist_ok=True)
     log(f"comparing {len(models)} models x {len(seeds)} seeds into {out}; recipe: "
         + ", ".join(f"{k}={v}" for k, v in recipe.items()))
-    costs = {m: measure_costs(m, int(recipe["imgsz"]), nc, log) for m in models}
     results = run_all(models, seeds, out, recipe, run_fn=run_fn, devices=devices, log=log)
+    costs = {m: measure_costs(m, int(recipe["imgsz"]), nc, log) for m in models}  # after training: a quiet CPU
     summary = analyse(results, models, costs)
     paths = write_report(summary, recipe, out, results)
     write_plots(summary, results, out)
