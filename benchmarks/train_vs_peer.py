@@ -173,7 +173,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--fraction", type=float, default=1.0, help="share of the train images used (val stays whole)")
-    p.add_argument("--only", choices=("ours", "peer"), help="run one side only")
+    p.add_argument("--only", choices=("ours", "peer"), help="run one side only (kept beside the other's last result)")
     p.add_argument("--out", type=Path, default=HERE / ".cache" / "train_vs_peer")
     args = p.parse_args()
     if not args.data.is_file():
@@ -181,12 +181,14 @@ def main() -> None:
     args.data_name = args.data.parent.name
     out = args.out / f"{args.data_name}-{args.model}-e{args.epochs}-s{args.imgsz}-f{args.fraction}"
     data = subset_data(args.data, args.fraction, out / "data")  # absolute paths: the peer resolves relative ones from cwd
-    rows = {}
+    result_file = out / "result.json"
+    # one side at a time (--only) adds to the other side's earlier result
+    rows = json.loads(result_file.read_text()) if args.only and result_file.is_file() else {}
     if args.only in (None, "ours"):
         rows["yololab"] = run_ours(args, data, out / "ours")
     if args.only in (None, "peer"):
         rows["ultralytics 8.4.190"] = run_peer(args, data, out / "peer")
-    (out / "result.json").write_text(json.dumps(rows, indent=1))
+    result_file.write_text(json.dumps(rows, indent=1))
     print(table(rows, args))
 
 

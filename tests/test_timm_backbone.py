@@ -80,6 +80,11 @@ def test_fuse_applies_timm_reparameterization_only():
 
 def test_example_config_builds_and_exports(tmp_path):
     model = DetectionModel("yolov8n-timm-resnet18.yaml").eval()
+    backbone = next(m for m in model.modules() if isinstance(m, TimmBackbone))
+    inside = {id(m) for m in backbone.modules()}
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    # timm's BatchNorm settings (its weights were trained with them) stay; the YOLO layers get eps 1e-3
+    assert all((m.eps, m.momentum) == ((1e-5, 0.1) if id(m) in inside else (1e-3, 0.03)) for m in norms)
     assert model.info()[0].channels == [128, 256, 512] and model.stride.tolist() == [8.0, 16.0, 32.0]
     x = torch.rand(1, 3, 64, 64)
     file = export_onnx(model, tmp_path / "timm_resnet18.onnx", imgsz=64)

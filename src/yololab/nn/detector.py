@@ -64,8 +64,9 @@ class DetectionModel(nn.Module):
         return strides
 
     def _init_weights(self) -> None:
+        own = {id(n) for m in self.modules() if getattr(m, "keeps_own_norms", False) for n in m.modules()}
         for m in self.modules():
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, nn.BatchNorm2d) and id(m) not in own:
                 m.eps, m.momentum = 1e-3, 0.03
             elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
                 m.inplace = True

@@ -90,8 +90,10 @@ class TimmBackbone(nn.Module):
 
     Returns the list of feature maps at ``out_indices`` (timm's feature levels); its channels come from
     timm's ``feature_info``. ``weights`` is an optional local timm checkpoint of the same model; the file's
-    width/depth scaling does not apply to it.
+    width/depth scaling does not apply to it. Its BatchNorms keep timm's settings (eps 1e-5, momentum 0.1).
     """
+
+    keeps_own_norms = True  # DetectionModel's BatchNorm defaults (eps 1e-3, momentum 0.03) are not applied
 
     def __init__(self, c1: int, name: str, out_indices: list[int] | tuple[int, ...],
                  weights: str | Path | None = None):
