@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -107,9 +105,10 @@ def copy_dataset(data_yaml: Path, dst: Path) -> Path:
 
 
 def run_both(args) -> dict:
-    print(f"{args.data} train split, mosaic at {args.imgsz}, batch {args.batch}, {args.workers} workers, "
-          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-          f"load average {os.getloadavg()[0]:.1f}")
+    from yololab.utils.profile import machine_summary
+
+    print(f"{args.data} train split, mosaic at {args.imgsz}, batch {args.batch}, {args.workers} workers; "
+          f"{machine_summary()}")
     results = {"yololab": run_ours(args)}
     if not peer_available():
         print("peer not installed (run benchmarks/peer/setup.sh)")

@@ -16,14 +16,13 @@ Usage: ``.venv/bin/python benchmarks/gradient_path_table.py [--runs 5] [--thread
 from __future__ import annotations
 
 import argparse
-import platform
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from yololab.nn import DetectionModel
-from yololab.utils.profile import count_gflops, count_params, measure_latency
+from yololab.utils.profile import count_gflops, count_params, machine_summary, measure_latency
 
 # Published totals (YOLOv7 paper, Table 2; MS COCO, 640): params, GFLOPs, with YOLOv7's IDetect head.
 PUBLISHED = {"yolov7.yaml": (36.9e6, 104.7), "yolov7-tiny.yaml": (6.2e6, 13.8)}
@@ -193,8 +192,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads\n")
+    print(f"{machine_summary()}\n")
     table, agree = layout_table()
     print(f"## yolov7.yaml vs the official YOLOv7 rows (all agree: {agree})\n\n{table}\n")
     print(f"## YOLOv7 cost vs published\n\n{yolov7_cost_table()}\n")

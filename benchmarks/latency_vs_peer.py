@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import site
 import statistics
 import subprocess
@@ -190,8 +189,9 @@ def run_rounds(timers: dict, args: argparse.Namespace) -> dict[str, dict[str, fl
 
 def format_table(stats: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
     """Markdown table: per format ours and peer median / p90 ms and the ours / peer ratio."""
-    lines = [f"yolov8n, {args.imgsz} px, batch 1, CPU ({platform.processor() or platform.machine()}, "
-             f"{torch.get_num_threads()} torch threads), torch {torch.__version__}; {args.rounds} rounds of {args.runs} "
+    from yololab.utils.profile import machine_summary
+
+    lines = [f"yolov8n, {args.imgsz} px, batch 1, CPU ({machine_summary()}); {args.rounds} rounds of {args.runs} "
              f"call(s) alternating between all four after {args.warmup} warm-up calls; ms per image", "",
              "| format | ours median | ours p90 | peer median | peer p90 | ours / peer (median) |",
              "|---|---|---|---|---|---|"]

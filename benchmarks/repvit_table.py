@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import statistics
 import time
 
@@ -26,7 +24,7 @@ from torch import nn
 
 from yololab.nn import DetectionModel
 from yololab.nn.repvit import VARIANTS, RepViT
-from yololab.utils.profile import count_gflops, count_params, measure_latency
+from yololab.utils.profile import count_gflops, count_params, machine_summary, measure_latency
 
 PAIRS = [("yolov8n", "yolov8n-repvit"), ("yolov8s", "yolov8s-repvit"),
          ("yolo11n", "yolo11n-repvit"), ("yolo11s", "yolo11s-repvit")]
@@ -113,10 +111,7 @@ def main() -> None:
 
     names = [n for pair in PAIRS for n in pair]
     latency_ms = None if args.no_latency else fused_latencies(names, args.runs, args.rounds)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load average {load:.1f}; latency: batch 1, "
-          f"median of {args.rounds} rounds x {args.runs} runs\n")
+    print(f"# machine: {machine_summary()}; latency: batch 1, median of {args.rounds} rounds x {args.runs} runs\n")
     print("## RepViT feature extractors (P3/P4/P5) vs timm\n")
     print(backbone_table())
     print("\n## Detectors with a RepViT backbone vs their baselines\n")

@@ -13,13 +13,12 @@ Usage: ``.venv/bin/python benchmarks/revcol_table.py [--runs 5] [--threads 1] [-
 from __future__ import annotations
 
 import argparse
-import platform
 
 import torch
 
 from yololab.nn import DetectionModel
 from yololab.nn.revcol import REVCOL_VARIANTS, RevCol
-from yololab.utils.profile import count_gflops, count_params, measure_latency
+from yololab.utils.profile import count_gflops, count_params, machine_summary, measure_latency
 
 MODELS = ["yolov8n", "yolov8n-revcol", "yolov8s", "yolov8s-revcol"]
 # megvii-research/RevCol README, ImageNet-1K 224: params, GMACs, top-1
@@ -39,7 +38,7 @@ def main() -> None:
     parser.add_argument("--no-latency", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"{platform.processor() or platform.machine()}, {args.threads} thread(s), torch {torch.__version__}\n")
+    print(f"{machine_summary()}\n")
     print("| model | params | GFLOPs 640 | CPU ms 640 (wall) |")
     print("|---|---|---|---|")
     for name in MODELS:

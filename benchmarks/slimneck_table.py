@@ -16,8 +16,6 @@ Usage: ``.venv/bin/python benchmarks/slimneck_table.py [--runs 5] [--rounds 3] [
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 
 import torch
@@ -25,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from yololab.nn import DetectionModel
 from yololab.nn.slimneck import VoVGSCSP
-from yololab.utils.profile import count_gflops, count_params, measure_latency
+from yololab.utils.profile import count_gflops, count_params, machine_summary, measure_latency
 
 SLIMNECK_PAIRS = [("yolov5n", "yolov5n-slimneck"), ("yolov8n", "yolov8n-slimneck"), ("yolov8s", "yolov8s-slimneck")]
 SPCONV_PAIRS = [("yolov8n", "yolov8n-spconv"), ("yolov8s", "yolov8s-spconv")]
@@ -111,9 +109,7 @@ def main() -> None:
     names = sorted({n for pair in SLIMNECK_PAIRS + SPCONV_PAIRS for n in pair})
     torch.set_num_threads(1)
     latency_ms = None if args.no_latency else latencies(names, args.runs, args.rounds)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-          f"load average {load:.1f}; timing: batch 1, fused, 1 thread, median of {args.rounds} rounds x "
+    print(f"# machine: {machine_summary()}; timing: batch 1, fused, median of {args.rounds} rounds x "
           f"{args.runs} runs\n")
     print("## Slim-neck vs baselines\n")
     print(cost_table(SLIMNECK_PAIRS, latency_ms))

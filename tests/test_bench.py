@@ -38,6 +38,7 @@ def test_bench_times_fused_torch_and_onnx():
     assert [(r["format"], r["device"]) for r in result["results"]] == [("torch", "cpu"), ("onnx", "cpu")]
     assert all(0 < r["median_ms"] <= r["p90_ms"] for r in result["results"])
     assert result["batch"] == 2 and result["threads"] == torch.get_num_threads()
+    assert f"torch {torch.__version__}" in result["machine"] and "CPU cores" in result["machine"]
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the caller's model is not fused
 
 

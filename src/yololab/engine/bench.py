@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..utils.profile import measure_latency, time_calls
+from ..utils.profile import machine_summary, measure_latency, time_calls
 from ..utils.torch_utils import select_device
 from .exporter import OnnxModel, export_onnx
 
@@ -51,7 +51,7 @@ def bench(model: nn.Module, *, imgsz: int = 640, batch: int = 1, formats: str | 
                     row.update(_onnx_latency(onnx_file, dev, imgsz, batch, warmup, runs))
                 rows.append(row)
     result = {"imgsz": imgsz, "batch": batch, "runs": runs, "warmup": warmup, "threads": torch.get_num_threads(),
-              "results": rows}
+              "machine": machine_summary(), "results": rows}
     if verbose:
         print(format_bench(result))
     return result
@@ -69,7 +69,7 @@ def _onnx_latency(file: Path, device: torch.device, imgsz: int, batch: int, warm
 def format_bench(result: dict[str, Any]) -> str:
     """The benchmark rows as an aligned table."""
     lines = [f"latency at {result['imgsz']}px, batch {result['batch']}, {result['runs']} runs after "
-             f"{result['warmup']} warm-up, {result['threads']} torch threads (fused model)",
+             f"{result['warmup']} warm-up (fused model); {result['machine']}",
              f"{'format':<8} {'device':<8} {'median ms':>10} {'p90 ms':>10}"]
     for r in result["results"]:
         if "skipped" in r:
