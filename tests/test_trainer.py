@@ -70,10 +70,12 @@ def test_auto_optimizer_says_what_it_chose_and_keeps_a_given_lr0(data, tmp_path,
         assert trainer.optimizer.param_groups[0]["initial_lr"] == pytest.approx(lr0)
         assert "your lr0" in capsys.readouterr().out
     for name, expected in (("SGD", torch.optim.SGD), ("AdamW", torch.optim.AdamW)):
-        trainer = Trainer(tiny_settings(data, tmp_path, optimizer=name), model=DetectionModel(TINY_MODEL))
+        trainer = Trainer(tiny_settings(data, tmp_path, optimizer=name, verbose=True), model=DetectionModel(TINY_MODEL))
         trainer.setup()
         assert isinstance(trainer.optimizer, expected)
         assert trainer.optimizer.param_groups[0]["initial_lr"] == DEFAULT_LR[name.lower()]
+        # the default warmup_bias_lr (0.1) suits SGD; with AdamW the trainer says so
+        assert ("consider warmup_bias_lr=0" in capsys.readouterr().out) == (name == "AdamW")
     with pytest.raises(ValueError, match="optimizer must be SGD, AdamW or auto"):
         Trainer(tiny_settings(data, tmp_path, optimizer="Adam"), model=DetectionModel(TINY_MODEL)).setup()
 

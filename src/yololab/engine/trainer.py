@@ -175,6 +175,9 @@ class Trainer:
             optimizer = torch.optim.SGD(groups, lr=lr0, momentum=momentum, nesterov=True)
         else:
             optimizer = torch.optim.AdamW(groups, lr=lr0, betas=(momentum, 0.999))
+            if float(a["warmup_epochs"]) > 0 and float(a["warmup_bias_lr"]) > 10 * lr0:
+                self.log(f"warning: warmup_bias_lr={a['warmup_bias_lr']} starts the biases at more than 10x "
+                         f"AdamW's lr {lr0:g} (the default is meant for SGD); consider warmup_bias_lr=0")
         self.args["optimizer"], self.args["lr0"], self.args["momentum"] = name, lr0, momentum
         self.log(f"optimizer: {name}(lr={lr0:g}, momentum={momentum:g}) with {len(groups[0]['params'])} weights "
                  f"(decay {weight_decay:g}), {len(groups[1]['params'])} norm weights and {len(groups[2]['params'])} "
