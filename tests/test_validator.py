@@ -188,3 +188,19 @@ def test_cli_and_api_validate_a_model_yaml(data_yaml, tmp_path, capsys):
     assert (tmp_path / "v/predictions.json").is_file()
     r = YOLO(ColourOracle()).val(data=str(data_yaml), imgsz=128, batch=2, workers=0, plots=False, verbose=False)
     assert r["map50"] == pytest.approx(1.0) and r["save_dir"] is None
+
+
+def test_multi_label_nms_keeps_a_runner_up_class_for_evaluation():
+    from yololab.ops import non_max_suppression
+
+    # anchor 0: one box, class scores 0.6 / 0.5; anchor 1: a distant box of class 1
+    pred = torch.tensor([[[50.0, 150.0], [50.0, 150.0], [20.0, 20.0], [20.0, 20.0], [0.6, 0.1], [0.5, 0.9]]])
+    single = non_max_suppression(pred, conf=0.3)[0]
+    multi = non_max_suppression(pred, conf=0.3, multi_label=True)[0]
+    assert sorted(single[:, 5].tolist()) == [0.0, 1.0]
+    scores_classes = sorted(map(tuple, multi[:, 4:].tolist()))
+    assert [c for _, c in scores_classes] == [1.0, 0.0, 1.0]
+    assert [s for s, _ in scores_classes] == pytest.approx([0.5, 0.6, 0.9])
+    assert torch.equal(multi[multi[:, 4] == 0.5, :4], single[single[:, 5] == 0, :4])  # the same box, second class
+    assert len(non_max_suppression(pred, conf=0.55, multi_label=True)[0]) == 2  # only scores above conf count
+    assert non_max_suppression(pred, conf=0.3, multi_label=True, classes=[0])[0][:, 5].tolist() == [0.0]

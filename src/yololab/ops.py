@@ -44,25 +44,32 @@ def bbox_ciou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tens
 
 
 def non_max_suppression(pred: torch.Tensor, conf: float = 0.25, iou: float = 0.7, max_det: int = 300,
-                        classes: list[int] | None = None, agnostic: bool = False,
+                        classes: list[int] | None = None, agnostic: bool = False, multi_label: bool = False,
                         max_nms: int = 30000) -> list[torch.Tensor]:
     """Decoded head output ``(B, 4 + nc, A)`` (xywh) -> per image ``(n, 6)``: x1, y1, x2, y2, score, class.
 
-    Each anchor keeps its best class (the usual single-label setting); class-wise NMS via
-    ``torchvision.ops.batched_nms`` unless ``agnostic``.
+    Each anchor keeps its best class, or with ``multi_label`` every class scoring above ``conf`` (one candidate
+    per anchor and class: what COCO-style evaluation wants, since a box whose second-best class is right still
+    counts); class-wise NMS via ``torchvision.ops.batched_nms`` unless ``agnostic``.
     """
     if pred.dim() != 3:
         raise ValueError(f"expected (batch, 4 + nc, anchors), got shape {tuple(pred.shape)}")
     out = []
     for p in pred.transpose(1, 2):  # (A, 4 + nc)
-        scores, labels = p[:, 4:].max(1)
-        keep = scores > conf
+        if multi_label:
+            anchor, labels = (p[:, 4:] > conf).nonzero(as_tuple=True)
+            scores = p[anchor, 4 + labels]
+        else:
+            scores, labels = p[:, 4:].max(1)
+            anchor = (scores > conf).nonzero(as_tuple=True)[0]
+            scores, labels = scores[anchor], labels[anchor]
         if classes is not None:
-            keep &= torch.isin(labels, torch.as_tensor(classes, device=labels.device))
-        boxes, scores, labels = xywh2xyxy(p[keep, :4]), scores[keep], labels[keep]
+            wanted = torch.isin(labels, torch.as_tensor(classes, device=labels.device))
+            anchor, scores, labels = anchor[wanted], scores[wanted], labels[wanted]
         if scores.numel() > max_nms:
             top = scores.topk(max_nms).indices
-            boxes, scores, labels = boxes[top], scores[top], labels[top]
+            anchor, scores, labels = anchor[top], scores[top], labels[top]
+        boxes = xywh2xyxy(p[anchor, :4])
         idx = torchvision.ops.batched_nms(boxes, scores, torch.zeros_like(labels) if agnostic else labels, iou)
         idx = idx[:max_det]
         out.append(torch.cat((boxes[idx], scores[idx, None], labels[idx, None].to(boxes.dtype)), 1))

@@ -156,7 +156,8 @@ def _batched_detections(model: nn.Module, dataloader, *, device: torch.device, c
         t2 = _now(device)
         if not isinstance(output, torch.Tensor) or output.dim() != 3:
             raise ValueError("the model's eval forward must return decoded predictions (batch, 4 + nc, anchors)")
-        dets = [d.cpu() for d in non_max_suppression(output.float(), conf=conf, iou=iou, max_det=max_det)]
+        dets = [d.cpu() for d in non_max_suppression(output.float(), conf=conf, iou=iou, max_det=max_det,
+                                                           multi_label=True)]
         for i, det in enumerate(dets):
             boxes = unletterbox_boxes(det[:, :4], batch["ratio_pad"][i], batch["ori_shape"][i])
             detections.append((batch["im_file"][i], torch.cat((boxes, det[:, 4:]), 1)))
