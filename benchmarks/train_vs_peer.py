@@ -10,6 +10,7 @@ The peer runs in its own venv (``bash benchmarks/peer/setup.sh``), fully offline
 
     python benchmarks/train_vs_peer.py                                # bccd, 50 epochs, imgsz 320, batch 16, cpu
     python benchmarks/train_vs_peer.py --epochs 3 --fraction 0.25     # a quick end-to-end check
+    python benchmarks/train_vs_peer.py --seeds 0,1,2                  # seeds already run by a side are reused
 """
 
 from __future__ import annotations
@@ -145,20 +146,35 @@ def _run(cmd: list[str], log: Path, env: dict) -> dict:
     return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
 
 
-def table(rows: dict[str, dict], args) -> str:
+OURS, PEER = "yololab", "ultralytics 8.4.190"
+
+
+def table(by_seed: dict[int, dict[str, dict]], args) -> str:
+    """Per-seed rows; with two or more seeds run by both, the means and the paired difference with a 95% t CI."""
+    from yololab.stats import paired_difference, summarize
+
     head = (f"{args.model} from scratch on {args.data_name}: epochs={args.epochs} imgsz={args.imgsz} "
-            f"batch={args.batch} device={args.device} seed={args.seed} workers={args.workers} "
-            f"fraction={args.fraction}\n\n")
-    lines = ["| framework | mAP50 | mAP50-95 | APs | train images/s |", "|---|---|---|---|---|"]
-    for name, r in rows.items():
-        aps = "-" if r["aps"] is None else f"{r['aps']:.3f}"
-        lines.append(f"| {name} | {r['map50']:.3f} | {r['map']:.3f} | {aps} | {r['images_per_s']:.2f} |")
-    if len(rows) == 2:
-        ours, peer = rows["yololab"], rows["ultralytics 8.4.190"]
-        lines.append(f"\nyololab / peer: mAP50-95 {ours['map'] - peer['map']:+.3f}, "
-                     f"throughput x{ours['images_per_s'] / peer['images_per_s']:.2f}")
-        lines.append(f"peer's own reported numbers: mAP50 {peer['peer_reported']['map50']:.3f}, "
-                     f"mAP50-95 {peer['peer_reported']['map']:.3f}")
+            f"batch={args.batch} device={args.device} workers={args.workers} fraction={args.fraction}\n\n")
+    lines = ["| seed | framework | mAP50 | mAP50-95 | APs | train images/s |", "|---|---|---|---|---|---|"]
+    for seed, rows in sorted(by_seed.items()):
+        for name, r in rows.items():
+            aps = "-" if r["aps"] is None else f"{r['aps']:.3f}"
+            lines.append(f"| {seed} | {name} | {r['map50']:.3f} | {r['map']:.3f} | {aps} | {r['images_per_s']:.2f} |")
+    both = {seed: rows for seed, rows in by_seed.items() if OURS in rows and PEER in rows}
+    if both:
+        lines.append("")
+        for metric, label in (("map", "mAP50-95"), ("map50", "mAP50"), ("aps", "APs")):
+            ours = {s: r[OURS][metric] for s, r in both.items() if r[OURS][metric] is not None}
+            peer = {s: r[PEER][metric] for s, r in both.items() if r[PEER][metric] is not None}
+            so, sp, diff = summarize(list(ours.values())), summarize(list(peer.values())), paired_difference(ours, peer)
+            interval = f" [{diff.low:+.3f}, {diff.high:+.3f}] {diff.verdict}" if diff.n > 1 else ""
+            lines.append(f"{label}: yololab {so.mean:.3f}±{so.std:.3f}, peer {sp.mean:.3f}±{sp.std:.3f} over "
+                         f"{diff.n} seed(s); yololab - peer {diff.mean:+.3f}{interval}")
+        ratios = [r[OURS]["images_per_s"] / r[PEER]["images_per_s"] for r in both.values()]
+        lines.append("throughput yololab / peer: " + ", ".join(f"x{x:.2f}" for x in ratios))
+        lines.append("peer's own reported numbers: " + ", ".join(
+            f"seed {s}: mAP50 {r[PEER]['peer_reported']['map50']:.3f}, mAP50-95 {r[PEER]['peer_reported']['map']:.3f}"
+            for s, r in sorted(both.items())))
     return head + "\n".join(lines)
 
 
@@ -170,10 +186,10 @@ def main() -> None:
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma-separated seeds; each seed's finished side is reused")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--fraction", type=float, default=1.0, help="share of the train images used (val stays whole)")
-    p.add_argument("--only", choices=("ours", "peer"), help="run one side only (kept beside the other's last result)")
+    p.add_argument("--only", choices=("ours", "peer"), help="run one side only")
     p.add_argument("--out", type=Path, default=HERE / ".cache" / "train_vs_peer")
     args = p.parse_args()
     if not args.data.is_file():
@@ -181,15 +197,17 @@ def main() -> None:
     args.data_name = args.data.parent.name
     out = args.out / f"{args.data_name}-{args.model}-e{args.epochs}-s{args.imgsz}-f{args.fraction}"
     data = subset_data(args.data, args.fraction, out / "data")  # absolute paths: the peer resolves relative ones from cwd
-    result_file = out / "result.json"
-    # one side at a time (--only) adds to the other side's earlier result
-    rows = json.loads(result_file.read_text()) if args.only and result_file.is_file() else {}
-    if args.only in (None, "ours"):
-        rows["yololab"] = run_ours(args, data, out / "ours")
-    if args.only in (None, "peer"):
-        rows["ultralytics 8.4.190"] = run_peer(args, data, out / "peer")
-    result_file.write_text(json.dumps(rows, indent=1))
-    print(table(rows, args))
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        args.seed, seed_dir = seed, out / f"seed{seed}"
+        result_file = seed_dir / "result.json"
+        rows = json.loads(result_file.read_text()) if result_file.is_file() else {}
+        for name, side, run in ((OURS, "ours", run_ours), (PEER, "peer", run_peer)):
+            if args.only in (None, side) and name not in rows:
+                rows[name] = run(args, data, seed_dir / side)
+                seed_dir.mkdir(parents=True, exist_ok=True)
+                result_file.write_text(json.dumps(rows, indent=1))  # after each side: a crash keeps the other
+    by_seed = {int(f.parent.name[4:]): json.loads(f.read_text()) for f in out.glob("seed*/result.json")}
+    print(table(by_seed, args))
 
 
 if __name__ == "__main__":
