@@ -21,8 +21,8 @@ install: $(STAMP)
 # a second `make demo` reuses the finished runs)
 demo: $(STAMP)
 	$(VENV)/bin/yololab compare models=yolov8n.yaml,yolov8n-slimneck.yaml data=synthetic seeds=2 epochs=5 \
-		imgsz=256 batch=16 nbs=16 optimizer=AdamW lr0=0.002 warmup_bias_lr=0 warmup_epochs=1 \
-		close_mosaic=2 name=demo
+		imgsz=256 batch=16 nbs=16 optimizer=AdamW lr0=0.002 warmup_bias_lr=0.1 \
+		warmup_epochs=1 close_mosaic=2 name=demo
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q

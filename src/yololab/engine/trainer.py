@@ -175,9 +175,6 @@ class Trainer:
             optimizer = torch.optim.SGD(groups, lr=lr0, momentum=momentum, nesterov=True)
         else:
             optimizer = torch.optim.AdamW(groups, lr=lr0, betas=(momentum, 0.999))
-            if float(a["warmup_epochs"]) > 0 and float(a["warmup_bias_lr"]) > 10 * lr0:
-                self.log(f"warning: warmup_bias_lr={a['warmup_bias_lr']} starts the biases at more than 10x "
-                         f"AdamW's lr {lr0:g} (the default is meant for SGD); consider warmup_bias_lr=0")
         self.args["optimizer"], self.args["lr0"], self.args["momentum"] = name, lr0, momentum
         self.log(f"optimizer: {name}(lr={lr0:g}, momentum={momentum:g}) with {len(groups[0]['params'])} weights "
                  f"(decay {weight_decay:g}), {len(groups[1]['params'])} norm weights and {len(groups[2]['params'])} "
@@ -210,6 +207,8 @@ class Trainer:
         epochs = int(a["epochs"])
         if self.main:
             _write_yaml(self.save_dir / "args.yaml", a)
+            # a fresh run in a reused folder starts a new table; a resumed one drops rows after its checkpoint
+            _truncate_csv(self.save_dir / "results.csv", self.start_epoch)
         nb = len(self.train_loader)
         warmup_iters = round(float(a["warmup_epochs"]) * nb) if float(a["warmup_epochs"]) > 0 else -1
         self.log(f"training {self.save_dir} for {epochs} epochs: {len(self.train_loader.dataset)} train images, "
@@ -382,7 +381,6 @@ class Trainer:
         self.train_time, self.metrics = float(meta["train_time"]), dict(meta["metrics"])
         set_rng_states(ckpt["rng"])
         _set_loader_rng_state(self.train_loader, ckpt["data_rng"])
-        _truncate_csv(self.save_dir / "results.csv", self.start_epoch)
         self.log(f"resuming {self.args['resume']} from epoch {self.start_epoch + 1}/{self.args['epochs']}")
 
     def _finish(self, epoch_times: list[float], train_times: list[float]) -> dict[str, Any]:
@@ -476,7 +474,8 @@ def _append_csv(path: Path, row: dict) -> None:
 
 
 def _truncate_csv(path: Path, epochs_done: int) -> None:
-    """Drop rows of epochs after the checkpoint (written before an interruption, redone on resume)."""
+    """Keep the rows of the first ``epochs_done`` epochs (0: none, a fresh run; after a resume, rows written after
+    the checkpoint are redone)."""
     if not path.is_file():
         return
     with open(path, newline="") as f:
