@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo ablation-bccd test install clean
 
 # idle OpenMP threads sleep instead of spinning (several processes share few cores in tests and compare)
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -23,6 +23,13 @@ demo: $(STAMP)
 	$(VENV)/bin/yololab compare models=yolov8n.yaml,yolov8n-slimneck.yaml data=synthetic seeds=2 epochs=5 \
 		imgsz=256 batch=16 nbs=16 optimizer=AdamW lr0=0.002 warmup_bias_lr=0.1 \
 		warmup_epochs=1 close_mosaic=2 name=demo
+
+# the BCCD ablation: yolov8n vs yolov8n + each research module, 3 seeds, 30 epochs at 320, under the default recipe
+# pinned (what optimizer=auto picks there); report in runs/ablation-bccd/. Hours of CPU; run it again to resume.
+ablation-bccd: $(STAMP)
+	$(VENV)/bin/yololab compare models=yolov8n.yaml,yolov8n-slimneck.yaml,yolov8n-spconv.yaml,yolov8n-repvit.yaml,yolov8n-revcol.yaml,yolov8n-elan.yaml \
+		data=../shared/datasets/bccd/data.yaml seeds=3 epochs=30 imgsz=320 batch=16 optimizer=AdamW lr0=0.001429 \
+		momentum=0.9 warmup_bias_lr=0 workers=2 project=runs name=ablation-bccd
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q
