@@ -229,20 +229,19 @@ def compare(s: dict[str, Any]) -> dict:
     from .cfg import ConfigError, defaults
     from .data import load_data_config
     from .engine.compare import RECIPE_KEYS, compare as run_compare
-    from .engine.trainer import DEFAULT_LR
+    from .engine.trainer import resolve_lr0
     from .utils.dist import device_list
 
     models = [m.strip() for m in str(s["models"] or "").split(",") if m.strip()]
     if len(models) < 2:
         raise ConfigError("compare needs models=baseline.yaml,variant.yaml[,...] (the first one is the baseline)")
-    if str(s["optimizer"]).lower() not in DEFAULT_LR:
-        raise ConfigError(f"compare pins the recipe: choose optimizer=SGD or optimizer=AdamW, not {s['optimizer']}")
+    if str(s["optimizer"]).lower() == "auto":
+        raise ConfigError("compare pins the recipe: choose optimizer=SGD or optimizer=AdamW, not auto")
     data = load_data_config(s["data"])
     # every recipe value is passed explicitly, so the runs stay pinned even if a default changes later
     recipe = {k: s[k] if k in s else defaults()[k] for k in RECIPE_KEYS}
     recipe.update(data=s["data"], patience=s["patience"], plugins=s["plugins"])
-    if recipe["lr0"] is None:
-        recipe["lr0"] = DEFAULT_LR[str(s["optimizer"]).lower()]
+    recipe["lr0"] = resolve_lr0(str(s["optimizer"]), recipe["lr0"])  # written out: the report shows the real value
     devices = [str(d) for d in device_list(s["device"])] if s["device"] not in (None, "", "cpu") else None
     # a named comparison reuses its folder, so running the same command again resumes it
     out = Path(s["project"] or "runs") / s["name"] if s["name"] else run_dir(s, "compare")

@@ -123,7 +123,7 @@ class Trainer:
         world = self.world
         self.batch = max(int(a["batch"]) // world, 1)
         self.accumulate = max(round(int(a["nbs"]) / (self.batch * world)), 1)
-        self.model.to(self.device, memory_format=torch.channels_last)  # ~8% faster convolutions on CPU
+        self.model.to(self.device, memory_format=torch.channels_last)  # faster convolutions (benchmarks/train_step.py)
         if a["sync_bn"] and world > 1:
             if self.device.type == "cuda":
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -167,9 +167,7 @@ class Trainer:
         weight_decay = float(a["weight_decay"]) * self.batch * self.world * self.accumulate / float(a["nbs"])
         if name.lower() == "auto":
             name, lr0, momentum = self._auto_optimizer(n_images)
-        if name.lower() not in DEFAULT_LR:
-            raise ValueError(f"optimizer must be SGD, AdamW or auto, got '{name}'")
-        lr0 = DEFAULT_LR[name.lower()] if lr0 is None else float(lr0)
+        lr0 = resolve_lr0(name, lr0)
         groups = parameter_groups(unwrap(self.model), weight_decay)
         if name.lower() == "sgd":
             optimizer = torch.optim.SGD(groups, lr=lr0, momentum=momentum, nesterov=True)
@@ -181,21 +179,20 @@ class Trainer:
                  f"biases (no decay); batch {self.batch * self.world}, accumulate {self.accumulate}")
         return optimizer
 
-    def _auto_optimizer(self, n_images: int) -> tuple[str, float | None, float]:
+    def _auto_optimizer(self, n_images: int) -> tuple[str, float, float]:
         """SGD for long schedules (> 10k iterations), AdamW otherwise; a given lr0 is always kept."""
         a = self.args
         iterations = math.ceil(n_images / max(self.batch * self.world, int(a["nbs"]))) * int(a["epochs"])
         user_lr = a["lr0"] is not None
         if iterations > 10_000:
-            name, lr, momentum = "SGD", a["lr0"], 0.9
+            name, lr, momentum = "SGD", resolve_lr0("SGD", a["lr0"]), 0.9
         else:
             name, momentum = "AdamW", 0.9
-            lr = a["lr0"] if user_lr else round(0.002 * 5 / (4 + self.data.nc), 6)
+            lr = float(a["lr0"]) if user_lr else round(0.002 * 5 / (4 + self.data.nc), 6)
             a["warmup_bias_lr"] = 0.0
-        shown = float(lr if lr is not None else DEFAULT_LR[name.lower()])
         why = "your lr0" if user_lr else ("lr 0.002 * 5 / (4 + nc) since lr0 is not set" if name == "AdamW"
                                           else "SGD's default lr since lr0 is not set")
-        self.log(f"optimizer=auto: {iterations} iterations -> {name}(lr={shown:g}, momentum={momentum}) with {why}"
+        self.log(f"optimizer=auto: {iterations} iterations -> {name}(lr={lr:g}, momentum={momentum}) with {why}"
                  + ("; warmup_bias_lr set to 0" if name == "AdamW" else "") + ". Set optimizer= to pin it.")
         return name, lr, momentum
 
@@ -429,6 +426,13 @@ def _resume_settings(settings: dict[str, Any]) -> tuple[dict, dict[str, Any]]:
     args.update({k: settings[k] for k in RESUME_OVERRIDES if k in settings and settings[k] != defaults().get(k)})
     args["resume"], args["resume_dir"] = str(resume), str(Path(resume).resolve().parent.parent)
     return ckpt, args
+
+
+def resolve_lr0(optimizer: str, lr0: float | None) -> float:
+    """``lr0`` as given, or the optimizer's own default when it is not set; unknown optimizers are an error."""
+    if optimizer.lower() not in DEFAULT_LR:
+        raise ValueError(f"optimizer must be SGD, AdamW or auto, got '{optimizer}'")
+    return DEFAULT_LR[optimizer.lower()] if lr0 is None else float(lr0)
 
 
 def lr_lambda(cosine: bool, lrf: float, epochs: int) -> Callable[[int], float]:
