@@ -25,11 +25,12 @@ demo: $(STAMP)
 		warmup_epochs=1 close_mosaic=2 name=demo
 
 # the BCCD ablation: yolov8n vs yolov8n + each research module, 3 seeds, 30 epochs at 320, under the default recipe
-# pinned (what optimizer=auto picks there); report in runs/ablation-bccd/. Hours of CPU; run it again to resume.
+# pinned (what optimizer=auto picks there). Hours of CPU; run it again to resume. Finished runs are recorded in
+# benchmarks/ablation-bccd/ (result.json, results.csv: committed, so a fresh checkout resumes where the last one stopped).
 ablation-bccd: $(STAMP)
 	$(VENV)/bin/yololab compare models=yolov8n.yaml,yolov8n-slimneck.yaml,yolov8n-spconv.yaml,yolov8n-repvit.yaml,yolov8n-revcol.yaml,yolov8n-elan.yaml \
 		data=../shared/datasets/bccd/data.yaml seeds=3 epochs=30 imgsz=320 batch=16 optimizer=AdamW lr0=0.001429 \
-		momentum=0.9 warmup_bias_lr=0 workers=2 project=runs name=ablation-bccd
+		momentum=0.9 warmup_bias_lr=0 workers=2 project=benchmarks name=ablation-bccd
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q

@@ -11,6 +11,9 @@ The peer runs in its own venv (``bash benchmarks/peer/setup.sh``), fully offline
     python benchmarks/train_vs_peer.py                                # bccd, 50 epochs, imgsz 320, batch 16, cpu
     python benchmarks/train_vs_peer.py --epochs 3 --fraction 0.25     # a quick end-to-end check
     python benchmarks/train_vs_peer.py --seeds 0,1,2                  # seeds already run by a side are reused
+
+Each finished side of a seed is recorded in ``benchmarks/records/train_vs_peer/<setting>/seed<N>.json`` (kept in
+git, so a fresh checkout reuses it); the training runs themselves stay in ``benchmarks/.cache``.
 """
 
 from __future__ import annotations
@@ -179,6 +182,8 @@ def table(by_seed: dict[int, dict[str, dict]], args) -> str:
 
 
 def main() -> None:
+    from yololab.utils.profile import machine_summary
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--model", default="yolov8n")
@@ -190,23 +195,25 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--fraction", type=float, default=1.0, help="share of the train images used (val stays whole)")
     p.add_argument("--only", choices=("ours", "peer"), help="run one side only")
-    p.add_argument("--out", type=Path, default=HERE / ".cache" / "train_vs_peer")
+    p.add_argument("--out", type=Path, default=HERE / ".cache" / "train_vs_peer", help="training runs")
+    p.add_argument("--records", type=Path, default=HERE / "records" / "train_vs_peer", help="per-seed results")
     args = p.parse_args()
     if not args.data.is_file():
         raise SystemExit(f"{args.data} not found (../shared/datasets/bccd is expected beside the checkout)")
     args.data_name = args.data.parent.name
-    out = args.out / f"{args.data_name}-{args.model}-e{args.epochs}-s{args.imgsz}-f{args.fraction}"
+    setting = f"{args.data_name}-{args.model}-e{args.epochs}-s{args.imgsz}-f{args.fraction}"
+    out, records = args.out / setting, args.records / setting
     data = subset_data(args.data, args.fraction, out / "data")  # absolute paths: the peer resolves relative ones from cwd
     for seed in [int(s) for s in args.seeds.split(",")]:
         args.seed, seed_dir = seed, out / f"seed{seed}"
-        result_file = seed_dir / "result.json"
+        result_file = records / f"seed{seed}.json"
         rows = json.loads(result_file.read_text()) if result_file.is_file() else {}
         for name, side, run in ((OURS, "ours", run_ours), (PEER, "peer", run_peer)):
             if args.only in (None, side) and name not in rows:
-                rows[name] = run(args, data, seed_dir / side)
-                seed_dir.mkdir(parents=True, exist_ok=True)
+                rows[name] = {**run(args, data, seed_dir / side), "machine": machine_summary()}
+                records.mkdir(parents=True, exist_ok=True)
                 result_file.write_text(json.dumps(rows, indent=1))  # after each side: a crash keeps the other
-    by_seed = {int(f.parent.name[4:]): json.loads(f.read_text()) for f in out.glob("seed*/result.json")}
+    by_seed = {int(f.stem[4:]): json.loads(f.read_text()) for f in records.glob("seed*.json")}
     print(table(by_seed, args))
 
 

@@ -55,8 +55,11 @@ def test_finished_runs_are_reused_and_failures_reported(tmp_path):
             raise RuntimeError("out of memory")
         return {"map": 0.5}
 
-    first = run_all(MODELS, [0, 1], tmp_path, {}, run_fn=run_fn, log=lambda m: None)
+    lines = []
+    first = run_all(MODELS, [0, 1], tmp_path, {}, run_fn=run_fn, log=lines.append)
     assert [r.ok for r in first] == [True, True, True, False] and "out of memory" in first[3].error
+    assert "[1/4] yolov8n seed 0: done in 0 min, mAP50-95 0.500; about 0 min for the 3 left" in lines
+    assert any("[4/4] yolov8n-slimneck seed 1: FAILED (out of memory)" in line for line in lines)
     calls.clear()
     again = run_all(MODELS, [0, 1], tmp_path, {}, run_fn=run_fn, log=lambda m: None)
     assert calls == [(MODELS[1], 1)]  # only the failed run is tried again

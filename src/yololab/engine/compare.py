@@ -85,6 +85,7 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
     devices, one run per device at a time."""
     jobs = [(m, s) for s in seeds for m in models]
     devices = devices or [None]
+    trained_s: list[float] = []  # wall time of each run trained by this call: the ETA of the ones left
 
     def one(index_job):
         index, (model, seed) = index_job
@@ -109,10 +110,20 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
         metrics.setdefault("wall_time_s", round(time.time() - t0, 1))
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(done, {"recipe": _jsonable(recipe), "metrics": metrics})
+        trained_s.append(time.time() - t0)
+        left = len(jobs) - index - 1
+        eta = f"; about {_duration(sum(trained_s) / len(trained_s) * left / len(devices))} for the {left} left" \
+            if left else ""
+        log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: done in {_duration(trained_s[-1])}, "
+            + ", ".join(f"{METRIC_LABELS[k]} {metrics[k]:.3f}" for k in ("map", "map50") if k in metrics) + eta)
         return RunResult(model, seed, True, metrics, run_dir=str(run_dir))
 
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:
         return list(pool.map(one, enumerate(jobs)))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
 def _stem(model: str) -> str:
