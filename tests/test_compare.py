@@ -44,6 +44,15 @@ def test_report_files_and_plots(tmp_path):
     assert json.loads(paths["json"].read_text())["summary"]["baseline"] == "yolov8n"
     assert paths["csv"].read_text().count("\n") == 3
     assert {p.name for p in plots} == {"map_vs_gflops.png", "map_vs_latency.png", "metrics.png"}
+    assert "- not recorded: 6 run(s)" in md and "bit for bit" not in md  # one (unknown) machine: no caveat
+
+
+def test_report_names_the_machines_when_runs_come_from_several(tmp_path):
+    results = _stub_results(0.0)
+    for r in results:
+        r.machine = "cpu A" if r.seed < 2 else "cpu B"
+    md = write_report(analyse(results, MODELS, {}), {}, tmp_path, results)["md"].read_text()
+    assert "- cpu A: 4 run(s)" in md and "- cpu B: 2 run(s)" in md and "bit for bit only on the same hardware" in md
 
 
 def test_finished_runs_are_reused_and_failures_reported(tmp_path):
@@ -60,6 +69,8 @@ def test_finished_runs_are_reused_and_failures_reported(tmp_path):
     assert [r.ok for r in first] == [True, True, True, False] and "out of memory" in first[3].error
     assert "[1/4] yolov8n seed 0: done in 0 min, mAP50-95 0.500; about 0 min for the 3 left" in lines
     assert any("[4/4] yolov8n-slimneck seed 1: FAILED (out of memory)" in line for line in lines)
+    recorded = json.loads((tmp_path / "runs" / "yolov8n-seed0" / "result.json").read_text())
+    assert recorded["machine"] and "load average" not in recorded["machine"] and first[0].machine == recorded["machine"]
     calls.clear()
     again = run_all(MODELS, [0, 1], tmp_path, {}, run_fn=run_fn, log=lambda m: None)
     assert calls == [(MODELS[1], 1)]  # only the failed run is tried again

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from ..checkpoint import load_checkpoint
 from ..stats import paired_difference, summarize
+from ..utils.profile import machine_summary
 
 ACCURACY_METRICS = ("map", "map50", "aps", "apm", "apl")
 METRIC_LABELS = {"map": "mAP50-95", "map50": "mAP50", "aps": "APs", "apm": "APm", "apl": "APl"}
@@ -38,6 +39,7 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     run_dir: str = ""
+    machine: str = ""  # where it trained: the same seed gives bit-identical runs only on the same hardware
 
 
 RunFn = Callable[[str, int, Path, dict], dict]
@@ -86,6 +88,7 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
     jobs = [(m, s) for s in seeds for m in models]
     devices = devices or [None]
     trained_s: list[float] = []  # wall time of each run trained by this call: the ETA of the ones left
+    machine = machine_summary(load=False)
 
     def one(index_job):
         index, (model, seed) = index_job
@@ -94,7 +97,8 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
         previous = json.loads(done.read_text()) if done.is_file() else None
         if previous is not None and previous.get("recipe") == _jsonable(recipe):
             log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: reusing {done}")
-            return RunResult(model, seed, True, previous["metrics"], run_dir=str(run_dir))
+            return RunResult(model, seed, True, previous["metrics"], run_dir=str(run_dir),
+                             machine=previous.get("machine", ""))
         if previous is not None:
             log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: the recipe changed since {done}, retraining")
         log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: training")
@@ -109,14 +113,14 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
             return RunResult(model, seed, False, error=str(e), run_dir=str(run_dir))
         metrics.setdefault("wall_time_s", round(time.time() - t0, 1))
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(done, {"recipe": _jsonable(recipe), "metrics": metrics})
+        _write_json_atomic(done, {"recipe": _jsonable(recipe), "metrics": metrics, "machine": machine})
         trained_s.append(time.time() - t0)
         left = len(jobs) - index - 1
         eta = f"; about {_duration(sum(trained_s) / len(trained_s) * left / len(devices))} for the {left} left" \
             if left else ""
         log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: done in {_duration(trained_s[-1])}, "
             + ", ".join(f"{METRIC_LABELS[k]} {metrics[k]:.3f}" for k in ("map", "map50") if k in metrics) + eta)
-        return RunResult(model, seed, True, metrics, run_dir=str(run_dir))
+        return RunResult(model, seed, True, metrics, run_dir=str(run_dir), machine=machine)
 
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:
         return list(pool.map(one, enumerate(jobs)))
@@ -218,6 +222,14 @@ def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResu
     failed = [r for r in results if not r.ok]
     if failed:
         lines += ["", "## Failed runs", ""] + [f"- {_stem(r.model)} seed {r.seed}: {r.error}" for r in failed]
+    machines: dict[str, int] = {}
+    for r in results:
+        if r.ok:
+            machines[r.machine or "not recorded"] = machines.get(r.machine or "not recorded", 0) + 1
+    lines += ["", "## Machines", ""] + [f"- {m}: {n} run(s)" for m, n in machines.items()]
+    if len(machines) > 1:
+        lines += ["", "The same seed reproduces a run bit for bit only on the same hardware and software; runs from "
+                  "different machines differ like different seeds do, so the intervals above include that noise."]
     lines += ["", "## Recipe (identical for every run)", "", "```"]
     lines += [f"{k}: {v}" for k, v in recipe.items()] + ["```", ""]
     return "\n".join(lines)

@@ -14,18 +14,20 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def machine_summary() -> str:
-    """One line saying where numbers were measured: CPU, cores, torch and its threads, load, GPU when present."""
+def machine_summary(load: bool = True) -> str:
+    """One line saying where numbers were measured: CPU, cores, torch and its threads, GPU when present, and the
+    current load average unless ``load=False``."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    cpu += f" ({torch.backends.cpu.get_cpu_capability()})"  # the kernels torch picks: numerics differ between them
+    load_now = f", load average {os.getloadavg()[0]:.1f}" if load and hasattr(os, "getloadavg") else ""
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return (f"{cpu}, {os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} "
-            f"thread(s){load}{gpu}")
+            f"thread(s){load_now}{gpu}")
 
 
 def count_params(model: nn.Module) -> int:
