@@ -50,6 +50,14 @@ def test_help_lists_every_command(capsys):
         assert f"  {name}" in out
 
 
+def test_every_command_key_is_documented_in_default_yaml():
+    from yololab import commands  # noqa: F401  (registers every command)
+    from yololab.cfg import defaults
+
+    undocumented = {f"{name}: {key}" for name, cmd in COMMANDS.items() for key in cmd.keys if key not in defaults()}
+    assert not undocumented, f"keys missing from cfg/default.yaml: {sorted(undocumented)}"
+
+
 def test_run_dirs_are_numbered_unless_exist_ok(tmp_path):
     from yololab.utils.files import run_dir
 

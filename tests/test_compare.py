@@ -58,7 +58,7 @@ def test_report_names_the_machines_when_runs_come_from_several(tmp_path):
 def test_finished_runs_are_reused_and_failures_reported(tmp_path):
     calls = []
 
-    def run_fn(model, seed, run_dir, recipe):
+    def run_fn(model, seed, run_dir, recipe, device):
         calls.append((model, seed))
         if model == MODELS[1] and seed == 1:
             raise RuntimeError("out of memory")
@@ -78,6 +78,27 @@ def test_finished_runs_are_reused_and_failures_reported(tmp_path):
     calls.clear()
     run_all(MODELS, [0], tmp_path, {"epochs": 5}, run_fn=run_fn, log=lambda m: None)
     assert calls == [(MODELS[0], 0), (MODELS[1], 0)]  # another recipe never reuses old results
+
+
+def test_runs_take_whichever_device_is_free(tmp_path):
+    import threading
+    import time
+
+    busy, used, lock = set(), [], threading.Lock()
+
+    def run_fn(model, seed, run_dir, recipe, device):
+        with lock:
+            assert device not in busy, f"device {device} given to two runs at once"
+            busy.add(device)
+            used.append(device)
+        time.sleep(0.2 if (model, seed) == (MODELS[0], 0) else 0.01)  # the first run holds its device longest
+        with lock:
+            busy.remove(device)
+        return {"map": 0.5}
+
+    results = run_all(MODELS, [0, 1, 2], tmp_path, {}, run_fn=run_fn, devices=["0", "1"], log=lambda m: None)
+    assert all(r.ok for r in results) and set(used) == {"0", "1"}
+    assert used.count("1") >= 4  # the other runs all went to the device the slow first run did not hold
 
 
 def test_compare_refuses_an_unpinned_optimizer(tmp_path):

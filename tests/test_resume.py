@@ -7,7 +7,9 @@ import torch
 import yaml
 from tiny_training import TINY_MODEL, tiny_dataset, tiny_settings
 
-from yololab.engine.trainer import Trainer, TrainingError
+from yololab.cfg import merge
+from yololab.commands import TRAIN_KEYS
+from yololab.engine.trainer import Trainer, TrainingError, _resume_settings
 
 # Mosaic and the other augmentations stay on so the data RNG state matters too.
 RECIPE = {"epochs": 2, "mosaic": 1.0, "close_mosaic": 0}
@@ -41,8 +43,10 @@ def test_interrupted_run_resumes_to_the_same_result(setup, tmp_path):
         interrupted.train()
     last = tmp_path / "cut" / "weights" / "last.pt"
     assert torch.load(last, weights_only=True)["meta"]["epoch"] == 1
-    # workers=2 is the default; the checkpoint's workers=0 is kept unless the user asks otherwise.
-    result = Trainer(tiny_settings(data, tmp_path, resume=str(last), workers=2)).train()
+    # only the keys the user gives replace the checkpoint's, even when they equal the defaults
+    assert _resume_settings(merge({"resume": str(last)}, TRAIN_KEYS))[1]["workers"] == 0
+    assert _resume_settings(merge({"resume": str(last), "workers": 2}, TRAIN_KEYS))[1]["workers"] == 2
+    result = Trainer(tiny_settings(data, tmp_path, resume=str(last))).train()
     assert result["epochs_run"] == 2
 
     straight = torch.load(tmp_path / "straight" / "weights" / "last.pt", weights_only=True)

@@ -76,12 +76,14 @@ TRAIN_KEYS = ("model", "data", "imgsz", "plugins", "epochs", "batch", "device", 
 
 @command("train", TRAIN_KEYS, "train a model (device=0,1 starts DDP through torchrun)")
 def train(s: dict[str, Any]) -> dict | None:
+    from .cfg import given_keys
     from .engine.trainer import Trainer
     from .utils import dist
 
     devices = dist.device_list(s["device"])
     if len(devices) > 1 and dist.rank() < 0:  # start one process per device, then act as their launcher
-        code = dist.launch_torchrun(["train", *(f"{k}={'' if v is None else v}" for k, v in s.items())], len(devices))
+        given = sorted(given_keys(s))  # the others stay defaults there too (a resume keeps the checkpoint's)
+        code = dist.launch_torchrun(["train", *(f"{k}={'' if s[k] is None else s[k]}" for k in given)], len(devices))
         if code:
             from .engine.trainer import TrainingError
 

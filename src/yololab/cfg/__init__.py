@@ -44,11 +44,24 @@ def check_keys(keys: Iterable[str], allowed: Iterable[str], where: str = "") -> 
                               f"Valid: {', '.join(sorted(allowed))}")
 
 
-def merge(overrides: dict[str, Any], allowed: Iterable[str] | None = None, where: str = "") -> dict[str, Any]:
+class Settings(dict):
+    """Merged settings that remember which keys the user gave (``given``); the others hold defaults."""
+
+    def __init__(self, values: dict[str, Any], given: Iterable[str]):
+        super().__init__(values)
+        self.given = frozenset(given)
+
+
+def given_keys(settings: dict[str, Any]) -> frozenset[str]:
+    """The keys the user set: ``Settings.given``, or every key of a plain dict (all of it was passed)."""
+    return getattr(settings, "given", frozenset(settings))
+
+
+def merge(overrides: dict[str, Any], allowed: Iterable[str] | None = None, where: str = "") -> Settings:
     """Defaults (restricted to ``allowed``) updated with ``overrides``; unknown keys are errors."""
     base = defaults()
     allowed = list(allowed) if allowed is not None else list(base)
     check_keys(overrides, allowed, where)
     merged = {k: base.get(k) for k in allowed}
     merged.update(overrides)
-    return merged
+    return Settings(merged, overrides)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import queue
 import subprocess
 import sys
 import time
@@ -42,7 +43,7 @@ class RunResult:
     machine: str = ""  # where it trained: the same seed gives bit-identical runs only on the same hardware
 
 
-RunFn = Callable[[str, int, Path, dict], dict]
+RunFn = Callable[[str, int, Path, dict, "str | None"], dict]  # (model, seed, run dir, recipe, device)
 
 
 def train_command(model: str, seed: int, run_dir: Path, recipe: dict) -> list[str]:
@@ -84,9 +85,13 @@ def train_subprocess(model: str, seed: int, run_dir: Path, recipe: dict, device:
 def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run_fn: RunFn | None = None,
             devices: list[str] | None = None, log: Callable[[str], None] = print) -> list[RunResult]:
     """Run (or reuse) every model x seed, seed by seed (a partial comparison covers every model); with several
-    devices, one run per device at a time."""
+    devices, one run per device at a time, each run taking whichever device is free."""
     jobs = [(m, s) for s in seeds for m in models]
     devices = devices or [None]
+    run_fn = run_fn or train_subprocess
+    free: queue.Queue = queue.Queue()
+    for device in devices:
+        free.put(device)
     trained_s: list[float] = []  # wall time of each run trained by this call: the ETA of the ones left
     machine = machine_summary(load=False)
 
@@ -103,14 +108,14 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
             log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: the recipe changed since {done}, retraining")
         log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: training")
         t0 = time.time()
+        device = free.get()
         try:
-            if run_fn is not None:
-                metrics = run_fn(model, seed, run_dir, recipe)
-            else:
-                metrics = train_subprocess(model, seed, run_dir, recipe, devices[index % len(devices)])
+            metrics = run_fn(model, seed, run_dir, recipe, device)
         except Exception as e:  # a failed run is reported, the others go on
             log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: FAILED ({e})")
             return RunResult(model, seed, False, error=str(e), run_dir=str(run_dir))
+        finally:
+            free.put(device)
         metrics.setdefault("wall_time_s", round(time.time() - t0, 1))
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(done, {"recipe": _jsonable(recipe), "metrics": metrics, "machine": machine})

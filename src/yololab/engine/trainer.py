@@ -420,10 +420,10 @@ def _resume_settings(settings: dict[str, Any]) -> tuple[dict, dict[str, Any]]:
     if "optimizer" not in ckpt:
         raise TrainingError(f"{resume} has no training state: its run finished (or it is a best.pt); start a new "
                             f"run with pretrained={resume}")
-    from ..cfg import defaults
+    from ..cfg import given_keys
 
     args = dict(ckpt["meta"]["args"])
-    args.update({k: settings[k] for k in RESUME_OVERRIDES if k in settings and settings[k] != defaults().get(k)})
+    args.update({k: settings[k] for k in RESUME_OVERRIDES if k in given_keys(settings)})
     args["resume"], args["resume_dir"] = str(resume), str(Path(resume).resolve().parent.parent)
     return ckpt, args
 
