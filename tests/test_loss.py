@@ -90,6 +90,16 @@ def test_loss_without_boxes_is_classification_only(model):
     assert torch.isfinite(total)
 
 
+def test_a_head_without_dfl_trains_on_ciou_alone():
+    torch.manual_seed(0)
+    model = DetectionModel({**TINY, "reg_max": 1}).train()
+    assert isinstance(model.head.dfl, torch.nn.Identity)
+    total, parts = DetectionLoss(model)(model(torch.rand(2, 3, 64, 64)), batch_with([[0.5, 0.5, 0.4, 0.4]], [1], [1]))
+    assert parts[0] > 0 and parts[1] > 0 and parts[2] == 0
+    total.backward()
+    assert model.head.cv2[0][-1].weight.grad.abs().sum() > 0  # the box branch learns from CIoU
+
+
 def test_loss_gains_are_applied(model):
     feats = [f.detach() for f in model(torch.rand(2, 3, 64, 64))]
     batch = batch_with([[0.5, 0.5, 0.4, 0.4]], [1], [1])

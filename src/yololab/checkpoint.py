@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime
-import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .utils.files import write_atomic
 
 FORMAT = "yololab-checkpoint"
 FORMAT_VERSION = 1
@@ -37,17 +37,7 @@ def save_checkpoint(path: str | Path, model_state: dict[str, torch.Tensor], meta
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {**meta, "versions": versions(), "date": datetime.datetime.now().isoformat(timespec="seconds")}
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": model_state, "meta": meta, **extra}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: torch.save(payload, f), fsync=True)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

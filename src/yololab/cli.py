@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .cfg import ConfigError, merge, parse_value
+from .utils.files import json_default
 
 OUTPUT_KEYS = ("json", "verbose")
 
@@ -100,11 +101,5 @@ def main(argv: list[str] | None = None) -> int:
         print("yololab: interrupted", file=sys.stderr)
         return 130
     if overrides.get("json") and result is not None:
-        print(json.dumps(result, default=_json_default))
+        print(json.dumps(result, default=json_default))
     return 0
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)

@@ -92,16 +92,22 @@ class DetectionLoss(nn.Module):
             target_grid = target_boxes[fg] / anchor_strides.expand(b, -1, -1)[fg]
             ciou = bbox_ciou(pred_boxes[fg], target_grid)
             loss_box = ((1.0 - ciou) * weight).sum() / score_sum
-            anchor_fg = anchors.expand(b, -1, -1)[fg]
-            target_dist = bbox2dist(anchor_fg, target_grid, self.reg_max)  # (P, 4)
-            dfl = distribution_focal_loss(pred_dist[fg].view(-1, self.reg_max), target_dist.flatten())
-            loss_dfl = (dfl.view(-1, 4).mean(-1) * weight).sum() / score_sum
+            if self.reg_max > 1:
+                anchor_fg = anchors.expand(b, -1, -1)[fg]
+                target_dist = bbox2dist(anchor_fg, target_grid, self.reg_max)  # (P, 4)
+                dfl = distribution_focal_loss(pred_dist[fg].view(-1, self.reg_max), target_dist.flatten())
+                loss_dfl = (dfl.view(-1, 4).mean(-1) * weight).sum() / score_sum
 
         parts = torch.stack((loss_box * self.gains[0], loss_cls * self.gains[1], loss_dfl * self.gains[2]))
         return parts.sum() * b, parts.detach()
 
     def decode(self, anchors: torch.Tensor, pred_dist: torch.Tensor) -> torch.Tensor:
-        """(B, A, 4 * reg_max) bin logits -> (B, A, 4) xyxy boxes in grid units (expected distance per side)."""
+        """(B, A, 4 * reg_max) bin logits -> (B, A, 4) xyxy boxes in grid units (expected distance per side).
+
+        A ``reg_max: 1`` head has no distribution: it predicts the four distances directly (and has no DFL term).
+        """
+        if self.reg_max == 1:
+            return dist2bbox(pred_dist, anchors, xywh=False)
         b, a, _ = pred_dist.shape
         dist = pred_dist.view(b, a, 4, self.reg_max).softmax(-1) @ self.bins.to(pred_dist.dtype)
         return dist2bbox(dist, anchors, xywh=False)

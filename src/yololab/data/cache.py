@@ -1,11 +1,9 @@
-"""Cache folder and atomic file writing (shared by the label cache and the synthetic dataset)."""
+"""The cache folder (shared by the label cache and the synthetic dataset)."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable, IO
 
 
 def cache_root() -> Path:
@@ -20,19 +18,3 @@ def is_writable_dir(path: Path) -> bool:
     A folder without any write permission bit counts as read-only even for root, who could force it.
     """
     return path.is_dir() and bool(path.stat().st_mode & 0o222) and os.access(path, os.W_OK | os.X_OK)
-
-
-def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a file through ``write(fileobj)`` into a temporary sibling, then rename it over ``path``.
-
-    Readers never see a half-written file and concurrent writers cannot interleave.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -26,8 +26,9 @@ from typing import Iterable
 
 import numpy as np
 
+from ..utils.files import write_atomic
 from .boxes import xywh_to_xyxy, xyxy_to_xywh
-from .cache import cache_root, is_writable_dir, write_atomic
+from .cache import cache_root, is_writable_dir
 from .image import ImageError, inspect_image
 from .report import ProblemReport
 

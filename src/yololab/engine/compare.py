@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from ..checkpoint import load_checkpoint
 from ..stats import paired_difference, summarize
+from ..utils.files import to_jsonable, write_json
 from ..utils.profile import machine_summary
 
 ACCURACY_METRICS = ("map", "map50", "aps", "apm", "apl")
@@ -50,11 +51,11 @@ def train_command(model: str, seed: int, run_dir: Path, recipe: dict) -> list[st
     """The ``yololab train`` arguments of one run: a resume of its ``last.pt`` when an earlier start of the same
     recipe was interrupted (killed, machine stopped), otherwise a fresh start (recorded in ``recipe.json``)."""
     last, started = run_dir / "weights" / "last.pt", run_dir / "recipe.json"
-    if (last.is_file() and started.is_file() and json.loads(started.read_text()) == _jsonable(recipe)
+    if (last.is_file() and started.is_file() and json.loads(started.read_text()) == to_jsonable(recipe)
             and "optimizer" in load_checkpoint(last)):  # a finished run's last.pt has no training state
         return ["train", f"resume={last}", "json=true"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(started, _jsonable(recipe))
+    write_json(started, to_jsonable(recipe), indent=1)
     args = [f"{k}={v}" for k, v in recipe.items() if v is not None]
     return ["train", f"model={model}", f"seed={seed}", f"project={run_dir.parent}", f"name={run_dir.name}",
             "exist_ok=true", "json=true", *args]
@@ -100,7 +101,7 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
         run_dir = out / "runs" / f"{_stem(model)}-seed{seed}"
         done = run_dir / "result.json"
         previous = json.loads(done.read_text()) if done.is_file() else None
-        if previous is not None and previous.get("recipe") == _jsonable(recipe):
+        if previous is not None and previous.get("recipe") == to_jsonable(recipe):
             log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: reusing {done}")
             return RunResult(model, seed, True, previous["metrics"], run_dir=str(run_dir),
                              machine=previous.get("machine", ""))
@@ -118,7 +119,7 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
             free.put(device)
         metrics.setdefault("wall_time_s", round(time.time() - t0, 1))
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_json_atomic(done, {"recipe": _jsonable(recipe), "metrics": metrics, "machine": machine})
+        write_json(done, {"recipe": to_jsonable(recipe), "metrics": metrics, "machine": machine}, indent=1)
         trained_s.append(time.time() - t0)
         left = len(jobs) - index - 1
         eta = f"; about {_duration(sum(trained_s) / len(trained_s) * left / len(devices))} for the {left} left" \
@@ -137,16 +138,6 @@ def _duration(seconds: float) -> str:
 
 def _stem(model: str) -> str:
     return Path(model).stem
-
-
-def _jsonable(data: Any) -> Any:
-    return json.loads(json.dumps(data, default=str))
-
-
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
 
 
 def analyse(results: list[RunResult], models: list[str], costs: dict[str, dict]) -> dict[str, Any]:
@@ -177,8 +168,7 @@ def write_report(summary: dict[str, Any], recipe: dict, out: Path, results: list
     """report.md, report.csv and report.json in ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "report.md", "csv": out / "report.csv", "json": out / "report.json"}
-    _write_json_atomic(paths["json"], {"summary": summary, "recipe": recipe,
-                                       "runs": [r.__dict__ for r in results]})
+    write_json(paths["json"], {"summary": summary, "recipe": recipe, "runs": [r.__dict__ for r in results]}, indent=1)
     with open(paths["csv"], "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["model", "params", "gflops", "latency_ms", "onnx_latency_ms", "runs"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import glob
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch import nn
 from ..data.augment import letterbox, resize_long_side
 from ..data.image import IMG_SUFFIXES, load_image
 from ..ops import non_max_suppression, unletterbox_boxes
+from ..utils.files import write_json
 from ..utils.torch_utils import select_device
 from .exporter import OnnxModel
 from .results import Results
@@ -385,7 +385,7 @@ class ResultWriter:
             video.release()
         self.videos.clear()
         if self.save_json:
-            (self.save_dir / "predictions.json").write_text(json.dumps(self.records))
+            write_json(self.save_dir / "predictions.json", self.records)
 
 
 def sample_image(height: int = 480, width: int = 640) -> np.ndarray:

@@ -22,7 +22,7 @@ from ..loss import DetectionLoss
 from ..nn import DetectionModel
 from ..plots import plot_training_curves
 from ..utils import dist
-from ..utils.files import run_dir
+from ..utils.files import run_dir, to_jsonable
 from ..utils.torch_utils import (ModelEMA, init_seeds, parameter_groups, rng_states, select_device, set_rng_states,
                                  transfer_weights, unwrap)
 from .validator import validate
@@ -336,8 +336,8 @@ class Trainer:
     # --- checkpoints
     def _meta(self, epoch: int) -> dict[str, Any]:
         model = unwrap(self.model)
-        return {"model_yaml": _jsonable(model.yaml), "names": {str(k): v for k, v in model.names.items()},
-                "args": _jsonable(self.args), "epoch": epoch + 1, "metrics": _jsonable(self.metrics),
+        return {"model_yaml": to_jsonable(model.yaml), "names": {str(k): v for k, v in model.names.items()},
+                "args": to_jsonable(self.args), "epoch": epoch + 1, "metrics": to_jsonable(self.metrics),
                 "best_fitness": self.best_fitness, "epochs_without_improvement": self.epochs_without_improvement,
                 "train_time": self.train_time}
 
@@ -398,7 +398,7 @@ class Trainer:
                                device=self.device, dataloader=self.val_loader, save_dir=self.save_dir,
                                plots=bool(a["plots"]), verbose=bool(a.get("verbose", True)), workers=int(a["workers"]))
         images = len(self.train_loader.dataset)
-        result = {**_jsonable(metrics), "save_dir": str(self.save_dir), "best": str(best), "epochs_run": self.epoch + 1,
+        result = {**to_jsonable(metrics), "save_dir": str(self.save_dir), "best": str(best), "epochs_run": self.epoch + 1,
                   "train_time_s": round(self.train_time, 2),
                   "epoch_time_s": float(np.mean(epoch_times)) if epoch_times else None,
                   "train_images_per_s": images / float(np.median(train_times)) if train_times else None}
@@ -490,11 +490,7 @@ def _truncate_csv(path: Path, epochs_done: int) -> None:
         writer.writerows(rows)
 
 
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))
-
-
 def _write_yaml(path: Path, data: dict) -> None:
     import yaml
 
-    path.write_text(yaml.safe_dump(_jsonable(data), sort_keys=False))
+    path.write_text(yaml.safe_dump(to_jsonable(data), sort_keys=False))

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -19,6 +18,7 @@ from torch import nn
 from ..metrics import CONF_GRID, DetectionMetrics, evaluate_coco, format_table, load_coco_json, yolo_ground_truth
 from ..ops import non_max_suppression, unletterbox_boxes, xywh2xyxy, xyxy2xywh
 from ..plots import plot_confidence_curve, plot_confusion_matrix, plot_pr_curves, save_image_grid
+from ..utils.files import write_json
 from ..utils.torch_utils import select_device
 
 PLOT_IMAGES = 4  # validation images drawn with ground truth beside predictions
@@ -77,7 +77,7 @@ def validate(model: nn.Module, data: Any, *, imgsz: int = 640, batch: int = 16, 
     predictions = [r for im_file, det in detections for r in coco_records(det, image_ids[im_file], category_ids)]
     metrics = evaluate_coco(gt, predictions, confusion_conf=PLOT_CONF)
     if save_json:
-        _write_json(predictions, Path(save_dir) / "predictions.json")
+        write_json(Path(save_dir) / "predictions.json", predictions)
     if plots:
         save_metric_plots(metrics, save_dir)
         _plot_samples(samples, data.names, Path(save_dir) / "val_images.jpg")
@@ -232,8 +232,3 @@ def save_metric_plots(metrics: DetectionMetrics, save_dir: str | Path) -> list[P
                               valid=has_gt),
         plot_confusion_matrix(metrics.confusion, metrics.names, save_dir / "confusion_matrix.png"),
     ]
-
-
-def _write_json(records: list[dict], file: Path) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(json.dumps(records))
