@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from yololab.metrics import (CONF_GRID, check_predictions, confusion_matrix, evaluate_coco, format_table,
-                             group_by_image, match_detections, precision_recall_curves, yolo_ground_truth)
+from yololab.metrics import (CONF_GRID, check_predictions, coco_image_ids, confusion_matrix, evaluate_coco,
+                             format_table, group_by_image, match_detections, precision_recall_curves,
+                             yolo_ground_truth)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BCCD_GT = SHARED / "datasets" / "bccd" / "annotations" / "instances_val.json"
@@ -193,6 +194,17 @@ def test_yolo_ground_truth_uses_pixel_boxes_and_box_area():
     assert ann["category_id"] == 1 and ann["id"] == 1
     with pytest.raises(ValueError, match="class 1 is not in the dataset names"):
         yolo_ground_truth(labels, {0: "a"})
+
+
+def test_one_image_id_rule():
+    assert coco_image_ids(["/v/000000000139.jpg", "/v/7.png", "/w/12.jpg"]) == \
+        {"/v/000000000139.jpg": 139, "/v/7.png": 7, "/w/12.jpg": 12}  # COCO's numeric names keep their number
+    assert coco_image_ids(["/d/b.jpg", "/d/42.jpg", "/d/a.png"]) == {"/d/42.jpg": 1, "/d/a.png": 2, "/d/b.jpg": 3}
+    assert coco_image_ids(["/d/2.jpg", "/d/02.jpg"]) == {"/d/02.jpg": 1, "/d/2.jpg": 2}  # numbers clash: by name
+    labels = [{"im_file": f, "shape": (8, 8), "cls": np.zeros((0, 1)), "bboxes": np.zeros((0, 4))}
+              for f in ("/d/b.jpg", "/d/a.jpg")]
+    assert [(im["id"], im["file_name"]) for im in yolo_ground_truth(labels, {0: "x"})["images"]] == \
+        [(1, "a.jpg"), (2, "b.jpg")]
 
 
 def test_match_detections_greedy_duplicates_and_crowd():

@@ -17,6 +17,7 @@ from yololab.data import make_large_scene, make_synthetic
 from yololab.engine.exporter import export
 from yololab.engine.predictor import merge_detections, predict, slice_windows, sliced_predict
 from yololab.engine.results import PALETTE, Results
+from yololab.metrics import yolo_ground_truth
 from yololab.nn import DetectionModel
 from yololab.ops import box_iou
 
@@ -95,7 +96,11 @@ def test_predict_command_on_folder_writes_images_txt_and_json(tmp_path, capsys):
         assert ((lines[:, 1:5] >= 0) & (lines[:, 1:5] <= 1)).all() and ((lines[:, 5] > 0.25) & (lines[:, 5] <= 1)).all()
     records = json.loads((out / "predictions.json").read_text())
     assert len(records) == summary["detections"]
-    assert {r["image_id"] for r in records} == {42, 2, 3}  # numeric stem, else the 1-based position
+    # the ids of the ground truth yololab builds for this folder (not every stem is a number: file-name order)
+    files = sorted(str(p) for p in (tmp_path / "images").iterdir())
+    gt = yolo_ground_truth([{"im_file": f, "shape": (64, 64), "cls": [], "bboxes": []} for f in files], NAMES)
+    assert {im["file_name"]: im["id"] for im in gt["images"]} == {"42.jpg": 1, "a.png": 2, "b.jpg": 3}
+    assert {r["image_id"] for r in records} == {1, 2, 3}
     assert all(len(r["bbox"]) == 4 and r["bbox"][2] >= 0 and r["category_id"] in NAMES for r in records)
 
 

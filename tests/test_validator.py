@@ -14,7 +14,7 @@ from torch import nn
 
 from yololab import YOLO
 from yololab.cli import main
-from yololab.engine.validator import validate
+from yololab.engine.validator import dataset_ground_truth, validate
 from yololab.nn import DetectionModel
 
 NAMES = {0: "red", 1: "blue"}
@@ -204,3 +204,17 @@ def test_multi_label_nms_keeps_a_runner_up_class_for_evaluation():
     assert torch.equal(multi[multi[:, 4] == 0.5, :4], single[single[:, 5] == 0, :4])  # the same box, second class
     assert len(non_max_suppression(pred, conf=0.55, multi_label=True)[0]) == 2  # only scores above conf count
     assert non_max_suppression(pred, conf=0.3, multi_label=True, classes=[0])[0][:, 5].tolist() == [0.0]
+
+
+def test_a_mismatching_coco_json_falls_back_with_one_warning(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    gt_file = tmp_path / "instances_val.json"
+    gt_file.write_text(json.dumps({"images": [{"id": 5, "file_name": "other.jpg", "width": 8, "height": 8}],
+                                   "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    data = SimpleNamespace(coco_val_json=gt_file, names={0: "a"})
+    labels = [{"im_file": str(tmp_path / "x.jpg"), "shape": (8, 8), "cls": np.zeros((0, 1)), "bboxes": np.zeros((0, 4))}]
+    for _ in range(3):  # validation runs every epoch
+        gt, image_ids, _ = dataset_ground_truth(labels, data)
+    assert [im["file_name"] for im in gt["images"]] == ["x.jpg"] and image_ids == {str(tmp_path / "x.jpg"): 1}
+    assert sum("does not list exactly" in r.getMessage() for r in caplog.records) == 1

@@ -83,14 +83,30 @@ def check_predictions(gt: dict, predictions: list[dict]) -> None:
                          f"{sorted(cat_ids)}")
 
 
+def coco_image_ids(files: Iterable[str | Path]) -> dict[str, int]:
+    """The image ids of every COCO file yololab writes (ground truth, converted sets, predictions).
+
+    When every file stem is a distinct number (COCO's own naming, ``000000000139.jpg``), the id is that number;
+    otherwise the ids are 1..N in file-name order. Keys are the files as given (``str``).
+    """
+    files = [str(f) for f in files]
+    stems = [Path(f).stem for f in files]
+    if stems and all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
+        return {f: int(s) for f, s in zip(files, stems)}
+    return {f: i for i, f in enumerate(sorted(files, key=lambda f: (Path(f).name, f)), 1)}
+
+
 def yolo_ground_truth(labels: Iterable[dict], names: dict[int, str]) -> dict:
     """COCO ground truth from YOLO labels (``{"im_file", "shape": (h, w), "cls", "bboxes": normalized xywh}``).
 
-    Image ids are 1..N in the given order, category id = class index, ``area`` = box area in pixels
+    Image ids follow ``coco_image_ids``, category id = class index, ``area`` = box area in pixels
     (official COCO uses the mask area, so APs/APm/APl of a converted COCO set can differ slightly).
     """
+    labels = list(labels)
+    ids = coco_image_ids(lb["im_file"] for lb in labels)
     images, annotations = [], []
-    for image_id, label in enumerate(labels, 1):
+    for label in sorted(labels, key=lambda lb: ids[str(lb["im_file"])]):
+        image_id = ids[str(label["im_file"])]
         h, w = label["shape"]
         images.append({"id": image_id, "file_name": Path(label["im_file"]).name, "height": int(h), "width": int(w)})
         boxes = np.asarray(label["bboxes"], dtype=np.float64).reshape(-1, 4) * [w, h, w, h]

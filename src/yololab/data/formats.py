@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..metrics import coco_image_ids
 from .boxes import scale_boxes, xywh_to_xyxy
 from .config import load_data_config
 from .image import ImageError, inspect_image
@@ -233,10 +234,12 @@ def write_yolo(dset: DetectionSet, out: str | Path) -> Path:
 
 
 def write_coco(records: list[ImageRecord], names: dict[int, str], json_path: str | Path) -> Path:
-    """A COCO detection json: image ids 1..N in file-name order, category_id = class index, area = w*h."""
+    """A COCO detection json: image ids by ``metrics.coco_image_ids``, category_id = class index, area = w*h."""
     json_path = Path(json_path)
+    ids = coco_image_ids(r.file for r in records)
     images, annotations = [], []
-    for image_id, r in enumerate(sorted(records, key=lambda x: x.file.name), 1):
+    for r in sorted(records, key=lambda x: ids[str(x.file)]):
+        image_id = ids[str(r.file)]
         images.append({"id": image_id, "file_name": r.file.name, "width": int(r.width), "height": int(r.height)})
         for c, (x1, y1, x2, y2) in zip(r.cls, r.boxes.tolist()):
             w, h = x2 - x1, y2 - y1

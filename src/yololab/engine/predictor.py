@@ -23,6 +23,7 @@ from torch import nn
 
 from ..data.augment import letterbox, resize_long_side
 from ..data.image import IMG_SUFFIXES, load_image
+from ..metrics import coco_image_ids
 from ..ops import non_max_suppression, unletterbox_boxes
 from ..utils.files import write_json
 from ..utils.torch_utils import select_device
@@ -293,16 +294,6 @@ def _video_frames(path: Path) -> Iterator[Frame]:
 # --- prediction
 
 
-def coco_image_id(path: str | Path, index: int) -> int:
-    """COCO image id of the ``index``-th (0-based) prediction: the file stem if it is a number, else ``index + 1``.
-
-    ``index + 1`` is the id the validator gives the same image when it builds the ground truth from the
-    YOLO labels of a sorted folder.
-    """
-    stem = Path(path).stem
-    return int(stem) if stem.isdigit() else index + 1
-
-
 def predict(model: Any, source: Any, *, imgsz: int = 640, conf: float = 0.25, iou: float = 0.7,
             max_det: int = 300, slice: int | None = None, overlap: float = 0.2, slice_full: bool = True,
             device: str | torch.device | None = None, half: bool = False, save_dir: str | Path | None = None,
@@ -341,7 +332,7 @@ def _stream(items: list, names: dict[int, str], run_one: Callable, writer: "Resu
             det, speed = run_one(frame)
             result = Results(frame.image, frame.path, names, det, speed, frame.index)
             if writer is not None:
-                writer.add(result, coco_image_id(frame.path, n) if frame.index is None else n + 1, frame.fps)
+                writer.add(result, n, frame.fps)
             if verbose:
                 where = f"{frame.path}" + (f" frame {frame.index}" if frame.index is not None else "")
                 print(f"{where}: {result.summary_line()} ({sum(speed.values()):.1f} ms)")
@@ -352,15 +343,21 @@ def _stream(items: list, names: dict[int, str], run_one: Callable, writer: "Resu
 
 
 class ResultWriter:
-    """Writes annotated images / videos, YOLO txt files and one COCO json for a prediction run."""
+    """Writes annotated images / videos, YOLO txt files and one COCO json for a prediction run.
+
+    COCO image ids: the ids ``metrics.coco_image_ids`` gives the run's images (so a folder's predictions match the
+    ground truth yololab builds or writes for it); a video frame's id is its 1-based position in the run.
+    """
 
     def __init__(self, save_dir: Path, save: bool, save_txt: bool, save_json: bool):
         self.save_dir, self.save, self.save_txt, self.save_json = save_dir, save, save_txt, save_json
-        self.records: list[dict] = []
+        self.records: list[tuple[str | None, dict]] = []  # (image file, or None for a video frame; record)
+        self.images: dict[str, None] = {}  # every image file of the run, also those without detections
         self.videos: dict[str, cv2.VideoWriter] = {}
         save_dir.mkdir(parents=True, exist_ok=True)
 
-    def add(self, result: Results, image_id: int, fps: float | None) -> None:
+    def add(self, result: Results, position: int, fps: float | None) -> None:
+        """Write what is asked for one result; ``position`` is its 0-based index in the run."""
         stem = Path(result.path).stem
         if self.save and result.frame is None:
             suffix = Path(result.path).suffix.lower()
@@ -371,7 +368,10 @@ class ResultWriter:
             name = stem if result.frame is None else f"{stem}_{result.frame}"
             result.save_txt(self.save_dir / "labels" / f"{name}.txt")
         if self.save_json:
-            self.records += result.coco_records(image_id)
+            still = result.frame is None
+            if still:
+                self.images[result.path] = None
+            self.records += [(result.path if still else None, r) for r in result.coco_records(position + 1)]
 
     def _video_writer(self, result: Results, fps: float | None) -> cv2.VideoWriter:
         if result.path not in self.videos:
@@ -385,7 +385,9 @@ class ResultWriter:
             video.release()
         self.videos.clear()
         if self.save_json:
-            write_json(self.save_dir / "predictions.json", self.records)
+            ids = coco_image_ids(self.images)
+            write_json(self.save_dir / "predictions.json",
+                       [{**r, "image_id": ids[path]} if path is not None else r for path, r in self.records])
 
 
 def sample_image(height: int = 480, width: int = 640) -> np.ndarray:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..metrics import CONF_GRID, DetectionMetrics, evaluate_coco, format_table, load_coco_json, yolo_ground_truth
+from ..metrics import (CONF_GRID, DetectionMetrics, coco_image_ids, evaluate_coco, format_table, load_coco_json,
+                       yolo_ground_truth)
 from ..ops import non_max_suppression, unletterbox_boxes, xywh2xyxy, xyxy2xywh
 from ..plots import plot_confidence_curve, plot_confusion_matrix, plot_pr_curves, save_image_grid
 from ..utils.files import write_json
@@ -24,6 +26,8 @@ from ..utils.torch_utils import select_device
 PLOT_IMAGES = 4  # validation images drawn with ground truth beside predictions
 PLOT_CONF = 0.25  # predictions drawn on those images and counted in the confusion matrix
 
+LOGGER = logging.getLogger(__name__)
+_NOTED_JSON: set[str] = set()
 Detections = list[tuple[str, torch.Tensor]]  # (im_file, (n, 6) x1 y1 x2 y2 score class in original pixels)
 
 
@@ -116,10 +120,12 @@ def dataset_ground_truth(labels: list[dict], data: Any, split: str = "val"
         if sorted(files) == sorted(id_by_file) and all(n in cat_by_name for n in data.names.values()):
             return (gt, {lb["im_file"]: id_by_file[f] for lb, f in zip(labels, files)},
                     {i: cat_by_name[n] for i, n in data.names.items()})
-        print(f"note: {data.coco_val_json} does not list exactly the {len(files)} usable val images or lacks a "
-              "class name; using ground truth built from the YOLO labels")
+        if str(data.coco_val_json) not in _NOTED_JSON:  # once, not at every epoch's validation
+            _NOTED_JSON.add(str(data.coco_val_json))
+            LOGGER.warning("%s does not list exactly the %d usable val images or lacks a class name; using ground "
+                           "truth built from the YOLO labels", data.coco_val_json, len(files))
     gt = yolo_ground_truth(labels, data.names)
-    return gt, {lb["im_file"]: i for i, lb in enumerate(labels, 1)}, {i: i for i in data.names}
+    return gt, coco_image_ids(lb["im_file"] for lb in labels), {i: i for i in data.names}
 
 
 def coco_records(det: torch.Tensor, image_id: int, category_ids: dict[int, int]) -> list[dict]:
