@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 # idle OpenMP threads sleep instead of spinning: with several processes on 2 cores, spinning threads
@@ -17,6 +18,31 @@ torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0", "")
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Nothing may reach the network at run time: looking up or connecting to any other host fails the test."""
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
+
+    def refuse(host) -> None:
+        raise RuntimeError(f"a test tried to reach the network ({host}); yololab must work offline")
+
+    def connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in LOCAL_HOSTS:
+            refuse(address)
+        return real_connect(sock, address)
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host is not None and str(host) not in LOCAL_HOSTS:
+            refuse(host)
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 def shared_dataset(name: str) -> Path:

@@ -66,3 +66,14 @@ def test_run_dirs_are_numbered_unless_exist_ok(tmp_path):
     (tmp_path / "train2").mkdir()
     assert run_dir(tmp_path, "train") == tmp_path / "train3"
     assert run_dir(tmp_path, "train", exist_ok=True) == tmp_path / "train"
+
+
+def test_tests_run_offline():
+    """conftest's guard: a test that reaches for the network fails instead of downloading (weights, fonts)."""
+    import socket
+    import urllib.request
+
+    with pytest.raises(RuntimeError, match="must work offline"):
+        socket.create_connection(("example.com", 443), timeout=1)
+    with pytest.raises(RuntimeError, match="must work offline"):
+        urllib.request.urlopen("https://huggingface.co", timeout=1)

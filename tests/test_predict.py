@@ -225,7 +225,7 @@ def test_sliced_inference_finds_small_objects_that_whole_image_misses(small_obje
     whole = predict(model, img, imgsz=128, conf=0.1)[0].boxes.data
     sliced = sliced_predict(model, img, imgsz=128, slice=128, overlap=0.2, conf=0.1)
     assert recall(gt, whole) == 0.0  # 12-24 px objects shrink to 1.5-3 px at 128
-    assert recall(gt, sliced) >= 0.4
+    assert recall(gt, sliced) >= 0.7  # 0.90 measured (docs/predict-export.md); a broken tiling loses far more
     cv2.imwrite(str(tmp_path / "scene.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     args = ["predict", f"model={small_object_checkpoint}", f"source={tmp_path / 'scene.png'}", "imgsz=128", "conf=0.1",
             "slice=128", "overlap=0.2", "save=false", "json=true"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import math
 from pathlib import Path
 
 import pytest
@@ -122,16 +121,14 @@ def test_eval_and_no_grad_take_the_plain_forward():
         assert all(o.grad_fn is None for o in net(images))
 
 
-def test_reconstruction_error_float64_float32_bf16(capsys):
+def test_reconstruction_error_float64_float32_bf16():
     net = tiny_revcol(False, columns=4, drop_path=0.0, dtype=torch.float64).eval()
     images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     err64 = reconstruction_errors(net, images)
     err32 = reconstruction_errors(net.float(), images.float())
     err_bf16 = reconstruction_errors(net, images.float(), torch.bfloat16)
-    with capsys.disabled():
-        print(f"\nRevCol state rebuild error, columns 0..2 from column 3: float32 {err32}, bf16 autocast {err_bf16}")
     assert len(err32) == 3 and max(err64) < 1e-10 and max(err32) < 1e-4
-    assert all(math.isfinite(e) for e in err_bf16)
+    assert len(err_bf16) == 3 and max(err_bf16) < 1e-2  # about bf16's resolution at worst (measured: ~1e-6)
     assert err32[0] >= err32[-1]  # error grows with every column rebuilt
 
 

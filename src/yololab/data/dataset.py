@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
+from ..cfg import defaults
 from .augment import (augment_hsv, flip_horizontal, flip_vertical, letterbox, mixup, mosaic4, random_affine,
                       resize_long_side)
 from .boxes import scale_boxes, xywh_to_xyxy, xyxy_to_xywh
@@ -24,10 +25,9 @@ from .labels import load_labels
 
 LOGGER = logging.getLogger(__name__)
 
-DEFAULT_HYP: dict[str, float] = {
-    "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "degrees": 0.0, "translate": 0.1, "scale": 0.5, "shear": 0.0,
-    "perspective": 0.0, "flipud": 0.0, "fliplr": 0.5, "mosaic": 1.0, "mixup": 0.0,
-}
+HYP_KEYS = ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective", "flipud", "fliplr",
+            "mosaic", "mixup")
+DEFAULT_HYP: dict[str, float] = {k: float(defaults()[k]) for k in HYP_KEYS}  # default.yaml's augmentation values
 RAM_CACHE_SHARE = 0.5  # cache=ram is refused when the images need more than this share of free memory
 RECENT_BYTES = 160 * 2**20  # decoded images kept per worker when augmenting; mosaic and mixup partners come from them
 
@@ -70,10 +70,6 @@ class YoloDataset(Dataset):
         self._ram = None
         if cache:
             self._ram = self._cache_in_ram()
-
-    @property
-    def im_files(self) -> list[str]:
-        return [lb["im_file"] for lb in self.labels]
 
     def __len__(self) -> int:
         return len(self.labels)
