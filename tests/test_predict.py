@@ -15,7 +15,8 @@ from yololab.checkpoint import save_checkpoint
 from yololab.cli import main
 from yololab.data import make_large_scene, make_synthetic
 from yololab.engine.exporter import export
-from yololab.engine.predictor import merge_detections, predict, slice_windows, sliced_predict
+from yololab.engine.predictor import (expand_source, merge_detections, predict, slice_windows,
+                                      sliced_predict)
 from yololab.engine.results import PALETTE, Results
 from yololab.metrics import yolo_ground_truth
 from yololab.nn import DetectionModel
@@ -119,6 +120,16 @@ def test_predict_sources_glob_list_and_arrays(tmp_path):
     xyxy = results[1].boxes.xyxy
     assert len(xyxy) and (xyxy[:, [0, 2]] <= 100).all() and (xyxy[:, [1, 3]] <= 80).all() and (xyxy >= 0).all()
     assert not (tmp_path / "runs").exists()  # the Python API does not save by default
+
+
+def test_list_sources_name_the_missing_line(tmp_path):
+    write_image(tmp_path / "a.jpg", 32, 32)
+    (tmp_path / "list.txt").write_text("# images to check\na.jpg\nmissing.jpg\n")
+    with pytest.raises(FileNotFoundError, match="line 3: file not found: missing.jpg"):
+        expand_source(tmp_path / "list.txt")
+    (tmp_path / "empty.txt").write_text("# nothing yet\n\n")
+    with pytest.raises(FileNotFoundError, match="lists no files"):
+        expand_source(tmp_path / "empty.txt")
 
 
 def test_predict_video_in_video_out(tmp_path):

@@ -97,7 +97,7 @@ def _resolve_split(entry: str | list, root: Path, where: str) -> list[Path]:
                 raise DataConfigError(f"{where}: no images in folder {path}")
             files += found
         elif path.suffix == ".txt" and path.is_file():
-            files += _read_list_file(path)
+            files += read_list_file(path)
         elif path.is_file() and is_image_file(path):
             files.append(path)
         else:
@@ -105,14 +105,19 @@ def _resolve_split(entry: str | list, root: Path, where: str) -> list[Path]:
     return files
 
 
-def _read_list_file(path: Path) -> list[Path]:
-    """A ``.txt`` with one image path per line; relative paths are taken from the list's folder."""
+def read_list_file(path: Path, must_exist: bool = False) -> list[Path]:
+    """A ``.txt`` with one file path per line (blank and ``#`` lines skipped); relative paths are taken from the
+    list's folder. With ``must_exist`` a missing file is an error naming its line (datasets instead count missing
+    images as data problems)."""
     files = []
-    for line in path.read_text().splitlines():
+    for n, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
         if line and not line.startswith("#"):
             p = Path(line).expanduser()
-            files.append((p if p.is_absolute() else path.parent / p).resolve())
+            p = (p if p.is_absolute() else path.parent / p).resolve()
+            if must_exist and not p.is_file():
+                raise FileNotFoundError(f"{path} line {n}: file not found: {line}")
+            files.append(p)
     return files
 
 

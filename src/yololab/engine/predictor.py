@@ -22,6 +22,7 @@ import torchvision
 from torch import nn
 
 from ..data.augment import letterbox, resize_long_side
+from ..data.config import read_list_file
 from ..data.image import IMG_SUFFIXES, load_image
 from ..metrics import coco_image_ids
 from ..ops import non_max_suppression, unletterbox_boxes
@@ -235,27 +236,14 @@ def expand_source(source: Any) -> list[Path | np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"source not found: {text}")
     if path.suffix.lower() == ".txt":
-        return _read_list(path)
+        files = read_list_file(path, must_exist=True)
+        if not files:
+            raise FileNotFoundError(f"{path} lists no files")
+        return files
     if not _is_media(path):
         raise ValueError(f"unsupported source {text}: give an image ({', '.join(IMG_SUFFIXES)}), a video "
                          f"({', '.join(VIDEO_SUFFIXES)}), a folder, a glob or a .txt list")
     return [path]
-
-
-def _read_list(list_file: Path) -> list[Path]:
-    """Files named one per line in ``list_file`` (relative lines resolve against its folder)."""
-    files = []
-    for n, line in enumerate(list_file.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        path = Path(line) if Path(line).is_absolute() else list_file.parent / line
-        if not path.is_file():
-            raise FileNotFoundError(f"{list_file} line {n}: file not found: {line}")
-        files.append(path)
-    if not files:
-        raise FileNotFoundError(f"{list_file} lists no files")
-    return files
 
 
 def iter_frames(items: list[Path | np.ndarray]) -> Iterator[Frame]:
