@@ -20,12 +20,12 @@ def train_rank(rank: int, port: int, data: str, project: str, model_yaml: str) -
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(WORLD), GLOO_SOCKET_IFNAME="lo")
     torch.set_num_threads(1)
-    trainer = Trainer(tiny_settings(data, project, model=model_yaml, epochs=1, batch=4))
+    trainer = Trainer(tiny_settings(data, project, model=model_yaml, epochs=1, batch=4, exist_ok=False))
     trainer.train()
     # Parameters must match exactly; BatchNorm running stats are per process (rank 0's are broadcast each forward).
     params = {k: v.detach() for k, v in unwrap(trainer.model).named_parameters()}
     torch.save({"params": params, "batch": trainer.batch, "batches": len(trainer.train_loader),
-                "steps": trainer.ema.updates},
+                "steps": trainer.ema.updates, "save_dir": str(trainer.save_dir)},
                os.path.join(project, f"rank{rank}.pt"))
 
 
@@ -36,7 +36,7 @@ def test_two_process_cpu_ddp(tmp_path):
     model_yaml = tmp_path / "tiny.yaml"
     model_yaml.write_text(yaml.safe_dump(TINY_MODEL))
     project = tmp_path / "runs"
-    project.mkdir()
+    (project / "run").mkdir(parents=True)  # taken: the run is numbered, by rank 0 for both
     mp.spawn(train_rank, args=(free_port(), str(data), str(project), str(model_yaml)), nprocs=WORLD, join=True)
 
     ranks = [torch.load(project / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
@@ -45,7 +45,8 @@ def test_two_process_cpu_ddp(tmp_path):
     assert ranks[0]["steps"] == ranks[1]["steps"] >= 1  # the optimizer stepped on both ranks
     for key, tensor in ranks[0]["params"].items():
         assert torch.equal(tensor, ranks[1]["params"][key]), key
-    run_dir = project / "run"
+    run_dir = project / "run2"
+    assert [r["save_dir"] for r in ranks] == [str(run_dir)] * WORLD
     assert sorted(p.name for p in (run_dir / "weights").iterdir()) == ["best.pt", "last.pt"]
     with open(run_dir / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == 1  # one writer: one row for the one epoch

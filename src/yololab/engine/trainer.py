@@ -85,7 +85,9 @@ class Trainer:
     def _save_dir(self) -> Path:
         if self.resume_ckpt is not None:
             return Path(self.args["resume_dir"])
-        save_dir = run_dir(self.args["project"], self.args["name"] or "train", bool(self.args["exist_ok"]))
+        # rank 0 picks the folder: another rank could otherwise see rank 0's new folder and number its own
+        save_dir = Path(dist.from_rank0(str(run_dir(self.args["project"], self.args["name"] or "train",
+                                                     bool(self.args["exist_ok"])))))
         if self.main:
             (save_dir / "weights").mkdir(parents=True, exist_ok=True)
         return save_dir
@@ -224,7 +226,7 @@ class Trainer:
                 epoch_times.append(time.time() - t0)
                 for hook in self.hooks:
                     hook(self)
-                if dist.broadcast_flag(stop):
+                if dist.from_rank0(stop):
                     break
             result = self._finish(epoch_times, train_times)
         finally:

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -43,13 +44,13 @@ def init_distributed(device: torch.device) -> None:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank(), world_size=world_size())
 
 
-def broadcast_flag(flag: bool) -> bool:
-    """Rank 0's value of ``flag`` on every rank (e.g. an early-stop decision)."""
+def from_rank0(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (an early-stop decision, the run folder); ``value`` itself without DDP."""
     if not dist.is_initialized():
-        return flag
-    box = [flag]
+        return value
+    box = [value]
     dist.broadcast_object_list(box, src=0)
-    return bool(box[0])
+    return box[0]
 
 
 def cleanup() -> None:
