@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from faster_coco_eval import COCO, COCOeval_faster
 
-from .ops import box_iou
+from .ops import box_iou, xyxy2xywh
 
 PR_IOU = 0.5  # IoU at which precision, recall, F1 and the confusion matrix count a detection as correct
 CONF_GRID = np.linspace(0, 1, 1001)  # confidences at which the P, R and F1 curves are sampled
@@ -94,6 +94,16 @@ def coco_image_ids(files: Iterable[str | Path]) -> dict[str, int]:
     if stems and all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
         return {f: int(s) for f, s in zip(files, stems)}
     return {f: i for i, f in enumerate(sorted(files, key=lambda f: (Path(f).name, f)), 1)}
+
+
+def coco_records(det: torch.Tensor, image_id: int, category_ids: dict[int, int] | None = None) -> list[dict]:
+    """COCO result dicts of one image from (n, 6) x1 y1 x2 y2 score class (bbox = x, y, w, h; 3 decimals);
+    ``category_ids`` maps class index -> category id (default: the class index itself)."""
+    xywh = xyxy2xywh(det[:, :4].float())
+    xywh[:, :2] -= xywh[:, 2:] / 2
+    return [{"image_id": image_id, "category_id": category_ids[int(c)] if category_ids else int(c),
+             "bbox": [round(v, 3) for v in b], "score": round(s, 5)}
+            for b, s, c in zip(xywh.tolist(), det[:, 4].tolist(), det[:, 5].tolist())]
 
 
 def yolo_ground_truth(labels: Iterable[dict], names: dict[int, str]) -> dict:

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..metrics import coco_records
 from ..ops import xyxy2xywh
 
 # Tableau-20 colours (RGB): distinct hues, dark and light variants interleaved.
@@ -140,13 +141,7 @@ class Results:
 
     def coco_records(self, image_id: int | str) -> list[dict]:
         """COCO detection records ``{image_id, category_id, bbox: [x, y, w, h], score}`` (category = class index)."""
-        records = []
-        for (x1, y1, x2, y2), score, cls in zip(self.boxes.xyxy.tolist(), self.boxes.conf.tolist(),
-                                                self.boxes.cls.tolist()):
-            records.append({"image_id": image_id, "category_id": int(cls),
-                            "bbox": [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)],
-                            "score": round(score, 5)})
-        return records
+        return coco_records(self.boxes.data, image_id)
 
     def save(self, file: str | Path) -> Path:
         """Write the annotated image (format from the suffix)."""

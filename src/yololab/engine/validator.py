@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..metrics import (CONF_GRID, DetectionMetrics, coco_image_ids, evaluate_coco, format_table, load_coco_json,
-                       yolo_ground_truth)
-from ..ops import non_max_suppression, unletterbox_boxes, xywh2xyxy, xyxy2xywh
+from ..metrics import (CONF_GRID, DetectionMetrics, coco_image_ids, coco_records, evaluate_coco, format_table,
+                       load_coco_json, yolo_ground_truth)
+from ..ops import non_max_suppression, unletterbox_boxes, xywh2xyxy
 from ..plots import plot_confidence_curve, plot_confusion_matrix, plot_pr_curves, save_image_grid
 from ..utils.files import write_json
 from ..utils.torch_utils import select_device
@@ -126,14 +126,6 @@ def dataset_ground_truth(labels: list[dict], data: Any, split: str = "val"
                            "truth built from the YOLO labels", data.coco_val_json, len(files))
     gt = yolo_ground_truth(labels, data.names)
     return gt, coco_image_ids(lb["im_file"] for lb in labels), {i: i for i in data.names}
-
-
-def coco_records(det: torch.Tensor, image_id: int, category_ids: dict[int, int]) -> list[dict]:
-    """COCO result dicts of one image from (n, 6) x1 y1 x2 y2 score class (bbox = x, y, w, h; 3 decimals)."""
-    xywh = xyxy2xywh(det[:, :4])
-    xywh[:, :2] -= xywh[:, 2:] / 2
-    return [{"image_id": image_id, "category_id": category_ids[int(c)], "bbox": [round(v, 3) for v in b],
-             "score": round(s, 5)} for b, s, c in zip(xywh.tolist(), det[:, 4].tolist(), det[:, 5].tolist())]
 
 
 def _now(device: torch.device) -> float:
