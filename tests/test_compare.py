@@ -80,6 +80,24 @@ def test_finished_runs_are_reused_and_failures_reported(tmp_path):
     assert calls == [(MODELS[0], 0), (MODELS[1], 0)]  # another recipe never reuses old results
 
 
+def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path):
+    def run_fn(model, seed, run_dir, recipe, device):
+        return {"map": 0.5 + 0.01 * seed, "map50": 0.7}
+
+    run_all(MODELS, [0], tmp_path, {}, run_fn=run_fn, log=lambda m: None)  # seed 0 finished earlier
+
+    def must_not_train(*args):
+        raise AssertionError("report_only trained a run")
+
+    results = run_all(MODELS, [0, 1], tmp_path, {}, run_fn=must_not_train, log=lambda m: None, report_only=True)
+    assert [(r.seed, r.ok) for r in results] == [(0, True), (0, True), (1, False), (1, False)]
+    summary = analyse(results, MODELS, {})
+    assert summary["models"]["yolov8n"]["runs"] == 1 and summary["models"]["yolov8n"]["not_run"] == 1
+    assert summary["models"]["yolov8n"]["failed"] == 0
+    md = write_report(summary, {}, tmp_path, results)["md"].read_text()
+    assert "| 1 (1 not run) |" in md and "- yolov8n-slimneck seed 1: not run yet (report_only=true)" in md
+
+
 def test_runs_take_whichever_device_is_free(tmp_path):
     import threading
     import time

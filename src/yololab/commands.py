@@ -222,7 +222,7 @@ def val(s: dict[str, Any]) -> dict:
 
 COMPARE_KEYS = ("models", "data", "seeds", "epochs", "imgsz", "batch", "nbs", "device", "workers", "project", "name",
                 "exist_ok", "optimizer", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs", "warmup_bias_lr",
-                "cos_lr", "mosaic", "close_mosaic", "mixup", "patience", "amp", "plugins")
+                "cos_lr", "mosaic", "close_mosaic", "mixup", "patience", "amp", "plugins", "report_only")
 
 
 @command("compare", COMPARE_KEYS, "train models x seeds under one pinned recipe; verdicts better/worse/within noise",
@@ -249,8 +249,10 @@ def compare(s: dict[str, Any]) -> dict:
     out = Path(s["project"] or "runs") / s["name"] if s["name"] else run_dir(s, "compare")
     seeds = list(range(int(s["seeds"])))
     log = (lambda msg: None) if s["json"] else print
-    summary = run_compare(models, seeds, out, recipe, nc=data.nc, devices=devices, log=log)
+    summary = run_compare(models, seeds, out, recipe, nc=data.nc, devices=devices, log=log,
+                          report_only=bool(s["report_only"]))
     return {"out": summary["out"], "report": summary["report"], "baseline": summary["baseline"],
             "models": {m: {"cost": e["cost"], "runs": e["runs"], "failed": e["failed"],
+                           "not_run": e["not_run"],
                            "metrics": {k: {"mean": v["mean"], "std": v["std"]} for k, v in e["metrics"].items()},
                            "vs_baseline": e["vs_baseline"]} for m, e in summary["models"].items()}}

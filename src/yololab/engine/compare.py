@@ -44,6 +44,7 @@ class RunResult:
     machine: str = ""  # where it trained: the same seed gives bit-identical runs only on the same hardware
 
 
+NOT_RUN = "not run yet (report_only=true)"
 RunFn = Callable[[str, int, Path, dict, "str | None"], dict]  # (model, seed, run dir, recipe, device)
 
 
@@ -84,9 +85,11 @@ def train_subprocess(model: str, seed: int, run_dir: Path, recipe: dict, device:
 
 
 def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run_fn: RunFn | None = None,
-            devices: list[str] | None = None, log: Callable[[str], None] = print) -> list[RunResult]:
+            devices: list[str] | None = None, log: Callable[[str], None] = print,
+            report_only: bool = False) -> list[RunResult]:
     """Run (or reuse) every model x seed, seed by seed (a partial comparison covers every model); with several
-    devices, one run per device at a time, each run taking whichever device is free."""
+    devices, one run per device at a time, each run taking whichever device is free. ``report_only`` trains
+    nothing: runs without a finished result come back as not run."""
     jobs = [(m, s) for s in seeds for m in models]
     devices = devices or [None]
     run_fn = run_fn or train_subprocess
@@ -105,6 +108,9 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
             log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: reusing {done}")
             return RunResult(model, seed, True, previous["metrics"], run_dir=str(run_dir),
                              machine=previous.get("machine", ""))
+        if report_only:
+            log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: {NOT_RUN}")
+            return RunResult(model, seed, False, error=NOT_RUN, run_dir=str(run_dir))
         if previous is not None:
             log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: the recipe changed since {done}, retraining")
         log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: training")
@@ -150,7 +156,9 @@ def analyse(results: list[RunResult], models: list[str], costs: dict[str, dict])
     summary: dict[str, Any] = {"baseline": _stem(baseline), "models": {}}
     for model in models:
         runs = by_model[model]
-        entry: dict[str, Any] = {"runs": len(runs), "failed": sum(1 for r in results if r.model == model and not r.ok),
+        entry: dict[str, Any] = {"runs": len(runs),
+                                 "failed": sum(r.model == model and not r.ok and r.error != NOT_RUN for r in results),
+                                 "not_run": sum(r.model == model and r.error == NOT_RUN for r in results),
                                  "cost": costs.get(model, {}), "metrics": {}, "vs_baseline": {}}
         for metric in ACCURACY_METRICS + ("epoch_time_s",):
             values = {s: float(m[metric]) for s, m in runs.items() if m.get(metric) is not None}
@@ -203,7 +211,8 @@ def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResu
     for name, e in summary["models"].items():
         c = e["cost"]
         cells = [name, _num(c.get("params"), 1e-6, 2), _num(c.get("gflops"), 1, 2), _num(c.get("latency_ms"), 1, 1),
-                 _num(c.get("onnx_latency_ms"), 1, 1), f"{e['runs']}" + (f" ({e['failed']} failed)" if e["failed"] else "")]
+                 _num(c.get("onnx_latency_ms"), 1, 1), f"{e['runs']}" + (f" ({e['failed']} failed)" if e["failed"] else "")
+                 + (f" ({e['not_run']} not run)" if e["not_run"] else "")]
         cells += [_pm(e["metrics"][m]) for m in ACCURACY_METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Against the baseline", "",
@@ -214,9 +223,9 @@ def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResu
                 continue
             interval = "—" if d["verdict"] == "n/a" else f"[{d['low'] * 100:+.2f}, {d['high'] * 100:+.2f}]"
             lines.append(f"| {name} | {METRIC_LABELS[m]} | {d['mean'] * 100:+.2f} | {interval} | {d['verdict']} |")
-    failed = [r for r in results if not r.ok]
-    if failed:
-        lines += ["", "## Failed runs", ""] + [f"- {_stem(r.model)} seed {r.seed}: {r.error}" for r in failed]
+    missing = [r for r in results if not r.ok]
+    if missing:
+        lines += ["", "## Runs without a result", ""] + [f"- {_stem(r.model)} seed {r.seed}: {r.error}" for r in missing]
     machines: dict[str, int] = {}
     for r in results:
         if r.ok:
@@ -282,14 +291,15 @@ def write_plots(summary: dict[str, Any], results: list[RunResult], out: Path) ->
 
 def compare(models: list[str], seeds: list[int], out: Path, recipe: dict, *, nc: int | None = None,
             devices: list[str] | None = None, run_fn: RunFn | None = None,
-            log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the whole comparison and write report.md/.csv/.json and plots into ``out``; returns the summary."""
+            log: Callable[[str], None] = print, report_only: bool = False) -> dict[str, Any]:
+    """Run the whole comparison (or, with ``report_only``, only report the runs already finished) and write
+    report.md/.csv/.json and plots into ``out``; returns the summary."""
     if len(models) < 2:
         raise ValueError("compare needs at least two models (the first is the baseline)")
     out.mkdir(parents=True, exist_ok=True)
     log(f"comparing {len(models)} models x {len(seeds)} seeds into {out}; recipe: "
         + ", ".join(f"{k}={v}" for k, v in recipe.items()))
-    results = run_all(models, seeds, out, recipe, run_fn=run_fn, devices=devices, log=log)
+    results = run_all(models, seeds, out, recipe, run_fn=run_fn, devices=devices, log=log, report_only=report_only)
     costs = {m: measure_costs(m, int(recipe["imgsz"]), nc, log) for m in models}  # after training: a quiet CPU
     summary = analyse(results, models, costs)
     paths = write_report(summary, recipe, out, results)
