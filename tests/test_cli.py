@@ -68,6 +68,17 @@ def test_run_dirs_are_numbered_unless_exist_ok(tmp_path):
     assert run_dir(tmp_path, "train", exist_ok=True) == tmp_path / "train"
 
 
+def test_json_output_is_strict_json():
+    import numpy as np
+    import torch
+
+    from yololab.utils.files import json_text
+
+    text = json_text({"nan": float("nan"), "inf": [float("inf")], "t": torch.tensor([1.5]), "n": np.float32(2.0)})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}")) == \
+        {"nan": None, "inf": [None], "t": [1.5], "n": 2.0}
+
+
 def test_tests_run_offline():
     """conftest's guard: a test that reaches for the network fails instead of downloading (weights, fonts)."""
     import socket

@@ -95,7 +95,10 @@ def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path):
     assert summary["models"]["yolov8n"]["runs"] == 1 and summary["models"]["yolov8n"]["not_run"] == 1
     assert summary["models"]["yolov8n"]["failed"] == 0
     md = write_report(summary, {}, tmp_path, results)["md"].read_text()
-    assert "| 1 (1 not run) |" in md and "- yolov8n-slimneck seed 1: not run yet (report_only=true)" in md
+    assert "| 1 (1 not run) | 50.0 |" in md and "- yolov8n-slimneck seed 1: not run yet (report_only=true)" in md
+    assert "| yolov8n-slimneck | mAP50-95 | +0.00 | — | n/a |" in md  # one pair: a difference, no interval
+    summary["models"]["yolov8n-slimneck"]["vs_baseline"]["map"].update(n=0, mean=float("nan"))
+    assert "nan" not in write_report(summary, {}, tmp_path, results)["md"].read_text()  # no pair: no row
 
 
 def test_runs_take_whichever_device_is_free(tmp_path):

@@ -6,13 +6,12 @@ Every command validates its keys (unknown keys are errors with a suggestion) and
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from .cfg import ConfigError, merge, parse_value
-from .utils.files import json_default
+from .utils.files import json_text
 
 OUTPUT_KEYS = ("json", "verbose")
 
@@ -101,5 +100,5 @@ def main(argv: list[str] | None = None) -> int:
         print("yololab: interrupted", file=sys.stderr)
         return 130
     if overrides.get("json") and result is not None:
-        print(json.dumps(result, default=json_default))
+        print(json_text(result))
     return 0

@@ -196,6 +196,8 @@ def write_report(summary: dict[str, Any], recipe: dict, out: Path, results: list
 def _pm(stat: dict, scale: float = 100.0) -> str:
     if not stat["n"]:
         return "—"
+    if stat["n"] == 1:  # one run: no spread to show
+        return f"{stat['mean'] * scale:.1f}"
     return f"{stat['mean'] * scale:.1f} ± {stat['std'] * scale:.1f}"
 
 
@@ -220,6 +222,8 @@ def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResu
     for name, e in summary["models"].items():
         for m, d in e["vs_baseline"].items():
             if m not in ACCURACY_METRICS:
+                continue
+            if not d["n"]:  # no seed run by both
                 continue
             interval = "—" if d["verdict"] == "n/a" else f"[{d['low'] * 100:+.2f}, {d['high'] * 100:+.2f}]"
             lines.append(f"| {name} | {METRIC_LABELS[m]} | {d['mean'] * 100:+.2f} | {interval} | {d['verdict']} |")

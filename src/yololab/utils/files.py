@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -40,17 +41,33 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None], fsync: bo
     return path
 
 
-def json_default(obj: Any) -> Any:
+def _json_default(obj: Any) -> Any:
     """``json.dumps`` fallback: arrays and tensors as lists, anything else as its string."""
     return obj.tolist() if hasattr(obj, "tolist") else str(obj)
 
 
 def to_jsonable(obj: Any) -> Any:
-    """``obj`` as plain JSON types (what it reads back as after a JSON round trip)."""
-    return json.loads(json.dumps(obj, default=json_default))
+    """``obj`` as plain JSON types (what it reads back as after a JSON round trip); NaN and infinity become None,
+    which strict JSON readers accept."""
+    return _finite(json.loads(json.dumps(obj, default=_json_default)))
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON text of ``obj`` (see ``to_jsonable``)."""
+    return json.dumps(to_jsonable(obj), indent=indent, allow_nan=False)
 
 
 def write_json(path: str | Path, data: Any, indent: int | None = None) -> Path:
-    """Write ``data`` as JSON, atomically."""
-    text = json.dumps(data, indent=indent, default=json_default)
+    """Write ``data`` as strict JSON, atomically."""
+    text = json_text(data, indent)
     return write_atomic(path, lambda f: f.write(text.encode()))
