@@ -130,9 +130,9 @@ def test_training_reaches_a_meaningful_map50(tmp_path):
     """Overfit 4 synthetic images (70 epochs of batch 1, ~1.5 min): a broken assigner or loss stays near 0 mAP50.
 
     Batch 1 gives enough forward passes for the BatchNorm running statistics (momentum 0.03) to settle; with fewer,
-    eval-mode outputs lag far behind the training loss. Measured (AVX512 CPU): mAP50 0.77 with seed 0, 0.82 and 0.57
-    with seeds 1 and 2. The model is built here, outside the trainer's seeding, so it is seeded here: torch's default
-    generator starts from a random seed in every process.
+    eval-mode outputs lag far behind the training loss. This test's run gives mAP50 0.77 on an AVX512 CPU. The model
+    is built here, outside the trainer's seeding, so it is seeded here: torch's default generator starts from a
+    random seed in every process.
     """
     data = tiny_dataset(tmp_path / "data", n_train=4, overfit=True, small_share=0.0)
     torch.manual_seed(0)

@@ -14,6 +14,7 @@ import queue
 import subprocess
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,7 @@ def train_command(model: str, seed: int, run_dir: Path, recipe: dict) -> list[st
             and "optimizer" in load_checkpoint(last)):  # a finished run's last.pt has no training state
         return ["train", f"resume={last}", "json=true"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(started, to_jsonable(recipe), indent=1)
+    write_json(started, recipe, indent=1)
     args = [f"{k}={v}" for k, v in recipe.items() if v is not None]
     return ["train", f"model={model}", f"seed={seed}", f"project={run_dir.parent}", f"name={run_dir.name}",
             "exist_ok=true", "json=true", *args]
@@ -98,13 +99,14 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
         free.put(device)
     trained_s: list[float] = []  # wall time of each run trained by this call: the ETA of the ones left
     machine = machine_summary(load=False)
+    recipe_json = to_jsonable(recipe)  # what a finished run's result.json holds
 
     def one(index_job):
         index, (model, seed) = index_job
         run_dir = out / "runs" / f"{_stem(model)}-seed{seed}"
         done = run_dir / "result.json"
         previous = json.loads(done.read_text()) if done.is_file() else None
-        if previous is not None and previous.get("recipe") == to_jsonable(recipe):
+        if previous is not None and previous.get("recipe") == recipe_json:
             log(f"[{index + 1}/{len(jobs)}] {_stem(model)} seed {seed}: reusing {done}")
             return RunResult(model, seed, True, previous["metrics"], run_dir=str(run_dir),
                              machine=previous.get("machine", ""))
@@ -125,7 +127,7 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
             free.put(device)
         metrics.setdefault("wall_time_s", round(time.time() - t0, 1))
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(done, {"recipe": to_jsonable(recipe), "metrics": metrics, "machine": machine}, indent=1)
+        write_json(done, {"recipe": recipe, "metrics": metrics, "machine": machine}, indent=1)
         trained_s.append(time.time() - t0)
         left = len(jobs) - index - 1
         eta = f"; about {_duration(sum(trained_s) / len(trained_s) * left / len(devices))} for the {left} left" \
@@ -230,10 +232,7 @@ def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResu
     missing = [r for r in results if not r.ok]
     if missing:
         lines += ["", "## Runs without a result", ""] + [f"- {_stem(r.model)} seed {r.seed}: {r.error}" for r in missing]
-    machines: dict[str, int] = {}
-    for r in results:
-        if r.ok:
-            machines[r.machine or "not recorded"] = machines.get(r.machine or "not recorded", 0) + 1
+    machines = Counter(r.machine or "not recorded" for r in results if r.ok)
     lines += ["", "## Machines", ""] + [f"- {m}: {n} run(s)" for m, n in machines.items()]
     if len(machines) > 1:
         lines += ["", "The same seed reproduces a run bit for bit only on the same hardware and software; runs from "
