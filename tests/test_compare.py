@@ -18,10 +18,11 @@ def _stub_results(offset: float) -> list[RunResult]:
     base = {0: 0.40, 1: 0.45, 2: 0.38}
     results = []
     for seed, value in base.items():
-        results.append(RunResult(MODELS[0], seed, True, {"map": value, "map50": value + 0.2, "aps": 0.1, "apm": 0.3,
-                                                         "apl": 0.5, "epoch_time_s": 10.0}))
-        results.append(RunResult(MODELS[1], seed, True, {"map": value + offset, "map50": value + 0.2, "aps": 0.1,
-                                                         "apm": 0.3, "apl": 0.5, "epoch_time_s": 9.0}))
+        for model, delta, epoch_s in ((MODELS[0], 0.0, 10.0 + seed), (MODELS[1], offset, 9.0 + seed)):
+            per_class = {"cell": {"ap": value + delta + 0.1}, "platelet": {"ap": value + delta - 0.1}}
+            results.append(RunResult(model, seed, True, {"map": value + delta, "map50": value + 0.2, "aps": 0.1,
+                                                         "apm": 0.3, "apl": 0.5, "epoch_time_s": epoch_s,
+                                                         "peak_rss_mb": 2000.0, "per_class": per_class}))
     return results
 
 
@@ -31,6 +32,8 @@ def test_analysis_verdicts_on_stubbed_runs():
     assert variant["map"]["verdict"] == "better" and variant["map"]["mean"] == pytest.approx(0.01)
     assert variant["map50"]["verdict"] == "within noise"  # identical values: zero-width interval at 0
     assert summary["models"]["yolov8n"]["metrics"]["map"]["std"] == pytest.approx(0.0360555, rel=1e-4)
+    assert variant["epoch_time_s"]["verdict"] == "better"  # 1 s faster every seed; lower is better for costs
+    assert summary["models"]["yolov8n"]["per_class_ap"]["platelet"]["mean"] == pytest.approx(0.31)
 
 
 def test_report_files_and_plots(tmp_path):
@@ -45,6 +48,9 @@ def test_report_files_and_plots(tmp_path):
     assert paths["csv"].read_text().count("\n") == 3
     assert {p.name for p in plots} == {"map_vs_gflops.png", "map_vs_latency.png", "metrics.png"}
     assert "- not recorded: 6 run(s)" in md and "bit for bit" not in md  # one (unknown) machine: no caveat
+    assert "| yolov8n | 11.0 ± 1.0 | — | — | baseline | 2000.0 ± 0.0 |" in md
+    assert "| yolov8n-slimneck | 10.0 ± 1.0 | -1.0 | [-1.0, -1.0] | better | 2000.0 ± 0.0 |" in md
+    assert "| model | cell | platelet |" in md and "| yolov8n-slimneck | 49.0 ± 3.6 | 29.0 ± 3.6 |" in md
 
 
 def test_report_names_the_machines_when_runs_come_from_several(tmp_path):

@@ -27,6 +27,7 @@ from ..utils.profile import machine_summary
 
 ACCURACY_METRICS = ("map", "map50", "aps", "apm", "apl")
 METRIC_LABELS = {"map": "mAP50-95", "map50": "mAP50", "aps": "APs", "apm": "APm", "apl": "APl"}
+TRAINING_COSTS = ("epoch_time_s", "peak_rss_mb")  # lower is better
 RECIPE_KEYS = ("epochs", "imgsz", "batch", "nbs", "optimizer", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs",
                "warmup_bias_lr", "cos_lr", "mosaic", "close_mosaic", "mixup", "fliplr", "hsv_h", "hsv_s", "hsv_v",
                "translate", "scale", "box", "cls", "dfl", "amp", "workers", "deterministic")
@@ -162,16 +163,28 @@ def analyse(results: list[RunResult], models: list[str], costs: dict[str, dict])
                                  "failed": sum(r.model == model and not r.ok and r.error != NOT_RUN for r in results),
                                  "not_run": sum(r.model == model and r.error == NOT_RUN for r in results),
                                  "cost": costs.get(model, {}), "metrics": {}, "vs_baseline": {}}
-        for metric in ACCURACY_METRICS + ("epoch_time_s",):
-            values = {s: float(m[metric]) for s, m in runs.items() if m.get(metric) is not None}
-            s = summarize(list(values.values()))
-            entry["metrics"][metric] = {"mean": s.mean, "std": s.std, "n": s.n, "per_seed": values}
+        for metric in ACCURACY_METRICS + TRAINING_COSTS:
+            values = _per_seed(runs, metric)
+            entry["metrics"][metric] = _stat(values)
             if model != baseline:
-                base = {s: float(m[metric]) for s, m in by_model[baseline].items() if m.get(metric) is not None}
-                diff = paired_difference(values, base, higher_is_better=metric != "epoch_time_s")
+                diff = paired_difference(values, _per_seed(by_model[baseline], metric),
+                                         higher_is_better=metric not in TRAINING_COSTS)
                 entry["vs_baseline"][metric] = diff.to_dict()
+        classes = dict.fromkeys(name for m in runs.values() for name in m.get("per_class", {}))  # dataset order
+        entry["per_class_ap"] = {name: _stat({s: m["per_class"][name]["ap"] for s, m in runs.items()
+                                              if m.get("per_class", {}).get(name, {}).get("ap") is not None})
+                                 for name in classes}
         summary["models"][_stem(model)] = entry
     return summary
+
+
+def _per_seed(runs: dict[int, dict], metric: str) -> dict[int, float]:
+    return {s: float(m[metric]) for s, m in runs.items() if m.get(metric) is not None}
+
+
+def _stat(values: dict[int, float]) -> dict[str, Any]:
+    s = summarize(list(values.values()))
+    return {"mean": s.mean, "std": s.std, "n": s.n, "per_seed": values}
 
 
 def write_report(summary: dict[str, Any], recipe: dict, out: Path, results: list[RunResult]) -> dict[str, Path]:
@@ -183,13 +196,15 @@ def write_report(summary: dict[str, Any], recipe: dict, out: Path, results: list
         writer = csv.writer(f)
         writer.writerow(["model", "params", "gflops", "latency_ms", "onnx_latency_ms", "runs"]
                         + [f"{m}_{k}" for m in ACCURACY_METRICS for k in ("mean", "std", "diff", "low", "high",
-                                                                           "verdict")])
+                                                                           "verdict")]
+                        + [f"{m}_{k}" for m in TRAINING_COSTS for k in ("mean", "std")])
         for name, e in summary["models"].items():
             row = [name, e["cost"].get("params"), e["cost"].get("gflops"), e["cost"].get("latency_ms"),
                    e["cost"].get("onnx_latency_ms"), e["runs"]]
             for m in ACCURACY_METRICS:
                 stat, d = e["metrics"][m], e["vs_baseline"].get(m, {})
                 row += [stat["mean"], stat["std"], d.get("mean"), d.get("low"), d.get("high"), d.get("verdict", "")]
+            row += [e["metrics"][m][k] for m in TRAINING_COSTS for k in ("mean", "std")]
             writer.writerow(row)
     paths["md"].write_text(format_markdown(summary, recipe, results))
     return paths
@@ -229,6 +244,7 @@ def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResu
                 continue
             interval = "—" if d["verdict"] == "n/a" else f"[{d['low'] * 100:+.2f}, {d['high'] * 100:+.2f}]"
             lines.append(f"| {name} | {METRIC_LABELS[m]} | {d['mean'] * 100:+.2f} | {interval} | {d['verdict']} |")
+    lines += _training_cost_lines(summary) + _per_class_lines(summary)
     missing = [r for r in results if not r.ok]
     if missing:
         lines += ["", "## Runs without a result", ""] + [f"- {_stem(r.model)} seed {r.seed}: {r.error}" for r in missing]
@@ -240,6 +256,38 @@ def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResu
     lines += ["", "## Recipe (identical for every run)", "", "```"]
     lines += [f"{k}: {v}" for k, v in recipe.items()] + ["```", ""]
     return "\n".join(lines)
+
+
+def _training_cost_lines(summary: dict[str, Any]) -> list[str]:
+    """Seconds per training epoch (wall time, with its paired difference to the baseline) and peak memory."""
+    lines = ["", "## Training cost", "",
+             "Wall time per training epoch (validation excluded) and peak resident memory of the training process, "
+             "mean ± std over seeds; both depend on the machine and on whatever else it was running.", "",
+             "| model | s / epoch | Δ s / epoch | 95% interval | verdict | peak memory (MB) |",
+             "|---|---:|---:|---|---|---:|"]
+    for name, e in summary["models"].items():
+        d = e["vs_baseline"].get("epoch_time_s")
+        if d is None or not d["n"]:  # the baseline itself, or no seed in common with it
+            delta = ["—", "—", "baseline" if d is None else "n/a"]
+        else:
+            interval = "—" if d["verdict"] == "n/a" else f"[{d['low']:+.1f}, {d['high']:+.1f}]"
+            delta = [f"{d['mean']:+.1f}", interval, d["verdict"]]
+        cells = [name, _pm(e["metrics"]["epoch_time_s"], 1.0), *delta, _pm(e["metrics"]["peak_rss_mb"], 1.0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _per_class_lines(summary: dict[str, Any]) -> list[str]:
+    """AP50-95 per class, mean ± std over seeds (where the differences between models usually come from)."""
+    classes = list(dict.fromkeys(c for e in summary["models"].values() for c in e["per_class_ap"]))
+    if not classes:
+        return []
+    lines = ["", "## AP50-95 per class", "", "| model | " + " | ".join(classes) + " |",
+             "|---|" + "---:|" * len(classes)]
+    for name, e in summary["models"].items():
+        cells = [_pm(e["per_class_ap"][c]) if c in e["per_class_ap"] else "—" for c in classes]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return lines
 
 
 def _num(value: Any, scale: float, digits: int) -> str:
