@@ -242,8 +242,8 @@ def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResu
                 continue
             if not d["n"]:  # no seed run by both
                 continue
-            interval = "—" if d["verdict"] == "n/a" else f"[{d['low'] * 100:+.2f}, {d['high'] * 100:+.2f}]"
-            lines.append(f"| {name} | {METRIC_LABELS[m]} | {d['mean'] * 100:+.2f} | {interval} | {d['verdict']} |")
+            lines.append(f"| {name} | {METRIC_LABELS[m]} | {d['mean'] * 100:+.2f} | {_interval(d, 100, 2)} "
+                         f"| {d['verdict']} |")
     lines += _training_cost_lines(summary) + _per_class_lines(summary)
     missing = [r for r in results if not r.ok]
     if missing:
@@ -261,8 +261,9 @@ def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResu
 def _training_cost_lines(summary: dict[str, Any]) -> list[str]:
     """Seconds per training epoch (wall time, with its paired difference to the baseline) and peak memory."""
     lines = ["", "## Training cost", "",
-             "Wall time per training epoch (validation excluded) and peak resident memory of the training process, "
-             "mean ± std over seeds; both depend on the machine and on whatever else it was running.", "",
+             "Wall time of an epoch (training and validation, mean over the epochs) and peak resident memory of the "
+             "training process, mean ± std over seeds; both depend on the machine and on whatever else it was running.",
+             "",
              "| model | s / epoch | Δ s / epoch | 95% interval | verdict | peak memory (MB) |",
              "|---|---:|---:|---|---|---:|"]
     for name, e in summary["models"].items():
@@ -270,8 +271,7 @@ def _training_cost_lines(summary: dict[str, Any]) -> list[str]:
         if d is None or not d["n"]:  # the baseline itself, or no seed in common with it
             delta = ["—", "—", "baseline" if d is None else "n/a"]
         else:
-            interval = "—" if d["verdict"] == "n/a" else f"[{d['low']:+.1f}, {d['high']:+.1f}]"
-            delta = [f"{d['mean']:+.1f}", interval, d["verdict"]]
+            delta = [f"{d['mean']:+.1f}", _interval(d, 1, 1), d["verdict"]]
         cells = [name, _pm(e["metrics"]["epoch_time_s"], 1.0), *delta, _pm(e["metrics"]["peak_rss_mb"], 1.0)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -288,6 +288,10 @@ def _per_class_lines(summary: dict[str, Any]) -> list[str]:
         cells = [_pm(e["per_class_ap"][c]) if c in e["per_class_ap"] else "—" for c in classes]
         lines.append("| " + " | ".join([name, *cells]) + " |")
     return lines
+
+
+def _interval(diff: dict, scale: float, digits: int) -> str:
+    return "—" if diff["verdict"] == "n/a" else f"[{diff['low'] * scale:+.{digits}f}, {diff['high'] * scale:+.{digits}f}]"
 
 
 def _num(value: Any, scale: float, digits: int) -> str:
