@@ -170,9 +170,9 @@ def analyse(results: list[RunResult], models: list[str], costs: dict[str, dict])
                 diff = paired_difference(values, _per_seed(by_model[baseline], metric),
                                          higher_is_better=metric not in TRAINING_COSTS)
                 entry["vs_baseline"][metric] = diff.to_dict()
-        classes = dict.fromkeys(name for m in runs.values() for name in m.get("per_class", {}))  # dataset order
-        entry["per_class_ap"] = {name: _stat({s: m["per_class"][name]["ap"] for s, m in runs.items()
-                                              if m.get("per_class", {}).get(name, {}).get("ap") is not None})
+        per_class = {s: m.get("per_class", {}) for s, m in runs.items()}
+        classes = dict.fromkeys(name for table in per_class.values() for name in table)  # dataset order
+        entry["per_class_ap"] = {name: _stat(_per_seed({s: t.get(name, {}) for s, t in per_class.items()}, "ap"))
                                  for name in classes}
         summary["models"][_stem(model)] = entry
     return summary
