@@ -7,8 +7,7 @@ import torch
 import yaml
 from tiny_training import TINY_MODEL, tiny_dataset, tiny_settings
 
-from yololab.cfg import merge
-from yololab.commands import TRAIN_KEYS
+from yololab.cfg import settings
 from yololab.engine.trainer import Trainer, TrainingError, _resume_settings
 
 # Mosaic and the other augmentations stay on so the data RNG state matters too.
@@ -44,8 +43,8 @@ def test_interrupted_run_resumes_to_the_same_result(setup, tmp_path):
     last = tmp_path / "cut" / "weights" / "last.pt"
     assert torch.load(last, weights_only=True)["meta"]["epoch"] == 1
     # only the keys the user gives replace the checkpoint's, even when they equal the defaults
-    assert _resume_settings(merge({"resume": str(last)}, TRAIN_KEYS))[1]["workers"] == 0
-    assert _resume_settings(merge({"resume": str(last), "workers": 2}, TRAIN_KEYS))[1]["workers"] == 2
+    assert _resume_settings(settings("train", {"resume": str(last)}))[1]["workers"] == 0
+    assert _resume_settings(settings("train", {"resume": str(last), "workers": 2}))[1]["workers"] == 2
     result = Trainer(tiny_settings(data, tmp_path, resume=str(last))).train()
     assert result["epochs_run"] == 2
 

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from yololab.cfg import merge
-from yololab.cli import OUTPUT_KEYS
-from yololab.commands import TRAIN_KEYS
+from yololab.cfg import Settings, settings
 from yololab.data import make_synthetic
 
 TINY_MODEL = {
@@ -35,9 +33,9 @@ def tiny_dataset(root: Path, n_train: int = 8, n_val: int = 4, overfit: bool = F
     return out
 
 
-def tiny_settings(data: Path, project: Path, **overrides) -> dict:
+def tiny_settings(data: Path, project: Path, **overrides) -> Settings:
     """`yololab train` settings for a seconds-long CPU run (no mosaic, small batch, single process loader)."""
     base = {"model": "", "data": str(data), "epochs": 2, "imgsz": 64, "batch": 4, "workers": 0, "device": "cpu",
             "project": str(project), "name": "run", "exist_ok": True, "plots": False, "mosaic": 0.0,
             "close_mosaic": 0, "warmup_epochs": 1, "nbs": 8, "verbose": False}
-    return merge({**base, **overrides}, TRAIN_KEYS + OUTPUT_KEYS)
+    return settings("train", {**base, **overrides})

@@ -1,4 +1,8 @@
-"""Python API: ``YOLO("yolov8n.yaml")`` or ``YOLO("runs/train/weights/best.pt")``."""
+"""Python API: ``YOLO("yolov8n.yaml")`` or ``YOLO("runs/train/weights/best.pt")``, and one function per command.
+
+Each command function takes that command's typed settings (``cfg.settings(name, ...)``) and returns its result as a
+JSON-able dict; the CLI adds argv parsing and printing, ``YOLO`` adds a model kept between calls.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,23 @@ from typing import Any
 
 from torch import nn
 
+from .cfg import ConfigError, Settings, settings
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .data import check_data as check_dataset
+from .data import convert as convert_dataset
+from .data import load_data_config, load_image
+from .engine.bench import bench as bench_model
+from .engine.exporter import export as export_file
+from .engine.predictor import predict as predict_source
+from .engine.trainer import Trainer, TrainingError
+from .engine.validator import evaluate_files, validate
 from .nn import DetectionModel
+from .nn.registry import registered, torch_allowed
+from .plugins import load_plugins
+from .utils import dist
+from .utils.files import run_dir
 from .utils.profile import count_gflops, count_params
+from .utils.torch_utils import fused_copy, select_device
 
 
 class YOLO:
@@ -17,16 +36,12 @@ class YOLO:
     def __init__(self, model: str | Path | dict | nn.Module = "yolov8n.yaml", nc: int | None = None,
                  plugins: str | list | None = None):
         if plugins:
-            from .plugins import load_plugins
-
             load_plugins(plugins)
         self.checkpoint: dict | None = None
         self.source = model if isinstance(model, (str, Path)) else None
         if isinstance(model, nn.Module):
             self.model = model
         elif str(model).endswith(".pt"):
-            from .checkpoint import load_checkpoint, model_from_checkpoint
-
             self.checkpoint = load_checkpoint(model)
             self.model = model_from_checkpoint(self.checkpoint)
         else:
@@ -48,22 +63,14 @@ class YOLO:
 
         Afterwards ``.model`` holds the best weights (``best.pt``, else ``last.pt``) of the run.
         """
-        from .cfg import ConfigError, merge
-        from .checkpoint import load_checkpoint, model_from_checkpoint
-        from .cli import OUTPUT_KEYS
-        from .commands import TRAIN_KEYS
-        from .engine.trainer import Trainer
-        from .utils.dist import device_list
-
-        settings = merge({"model": str(self.source or ""), **kwargs}, TRAIN_KEYS + OUTPUT_KEYS,
-                         where="YOLO.train")
-        if len(device_list(settings["device"])) > 1:
+        s = settings("train", {"model": str(self.source or ""), **kwargs}, where="YOLO.train")
+        if len(dist.device_list(s.device)) > 1:
             raise ConfigError("multi-GPU training runs one process per GPU: use `yololab train ... device=0,1` "
                               "(or torchrun --nproc_per_node=N -m yololab train ...)")
         # A YAML source is rebuilt for the dataset's classes; loaded or given modules train as they are.
         keep = self.source is None or self.checkpoint is not None
-        model = self.model if keep and not kwargs.get("model") and not settings.get("resume") else None
-        result = Trainer(settings, model=model).train()
+        model = self.model if keep and not kwargs.get("model") and not s.resume else None
+        result = Trainer(s, model=model).train()
         weights = Path(result["save_dir"]) / "weights"
         best = weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"
         self.checkpoint = load_checkpoint(best)
@@ -77,41 +84,160 @@ class YOLO:
         Returns a list of ``Results`` (``boxes.xyxy``, ``boxes.conf``, ``boxes.cls``, ``names``, ``plot()``),
         or a generator of them with ``stream=True``.
         """
-        from .cfg import merge
-        from .commands import PREDICT_KEYS, predict_kwargs
-        from .engine.predictor import predict
-
-        keys = [k for k in PREDICT_KEYS if k not in ("model", "source", "nc", "plugins")]
-        settings = merge({"save": False, **kwargs}, keys, where="YOLO.predict")
-        return predict(self.model, source, stream=stream, **predict_kwargs(settings))
+        s = settings("predict", {"save": False, **kwargs}, where="YOLO.predict",
+                     exclude=("model", "source", "nc", "plugins", "json"))
+        return predict_source(self.model, source, stream=stream, **predict_kwargs(s))
 
     def val(self, **kwargs: Any) -> dict[str, Any]:
         """Validate with the keys of ``yololab val`` (``data=``, ``imgsz=``, ..., or ``gt=`` + ``pred=`` json files).
 
         Returns the metrics: map, map50, map75, aps/apm/apl, ars/arm/arl, precision, recall, per_class, speed_ms.
         """
-        from .cfg import merge
-        from .cli import OUTPUT_KEYS
-        from .commands import VAL_KEYS, validate_model
-
-        keys = [k for k in VAL_KEYS if k not in ("model", "nc", "plugins")]
-        settings = merge(kwargs, keys + list(OUTPUT_KEYS), where="YOLO.val")
-        return validate_model(self.model, {**settings, "model": self.source, "nc": None},
-                              yaml_source=self.source if self.checkpoint is None else None)
+        s = settings("val", kwargs, where="YOLO.val", exclude=("model", "nc", "plugins"))
+        s = s.replace(model=str(self.source or ""))
+        return validate_model(self.model, s, yaml_source=self.source if self.checkpoint is None else None)
 
     def export(self, **kwargs: Any) -> dict[str, Any]:
         """Export the fused model with the keys of ``yololab export``; returns file, max_abs_diff, opset, size_mb."""
-        from .cfg import merge
-        from .cli import OUTPUT_KEYS
-        from .commands import EXPORT_KEYS, export_model
-
-        keys = [k for k in EXPORT_KEYS if k not in ("model", "nc", "plugins")] + list(OUTPUT_KEYS)
-        return export_model(self.model, merge(kwargs, keys, where="YOLO.export"), source=self.source)
+        s = settings("export", kwargs, where="YOLO.export", exclude=("model", "nc", "plugins"))
+        return export_model(self.model, s, source=self.source)
 
     def fuse(self) -> "YOLO":
         """Fold BatchNorms and re-parameterizable branches in place (eval-time equivalent)."""
         self.model.fuse()
         return self
+
+
+# --- one function per command: typed settings in, a JSON-able result out
+
+
+def info(s: Settings) -> dict[str, Any]:
+    """``yololab info``: the layer table and totals of a model."""
+    return YOLO(s.model, nc=s.nc).info(imgsz=s.imgsz, verbose=False)
+
+
+def modules(s: Settings) -> dict[str, Any]:
+    """``yololab modules``: every registered module with its description and build flags, and the torch allow-list."""
+    specs = registered()
+    flags = {n: "".join(f for f, on in (("c", sp.takes_c1), ("w", sp.scales_c2), ("n", sp.takes_repeats)) if on)
+             for n, sp in specs.items()}
+    return {"modules": {n: sp.description for n, sp in specs.items()}, "flags": flags, "torch": torch_allowed()}
+
+
+def check_data(s: Settings) -> dict[str, Any]:
+    """``yololab check-data``: images, boxes, object sizes and every problem of a dataset."""
+    return check_dataset(s.data, imgsz=s.imgsz)
+
+
+def convert(s: Settings) -> dict[str, Any]:
+    """``yololab convert``: a dataset rewritten as YOLO txt, COCO json or VOC xml."""
+    missing = [k for k in ("source", "to", "out") if not s[k]]
+    if missing:
+        raise ConfigError(f"'yololab convert' needs {', '.join(f'{k}=...' for k in missing)} "
+                          "(source: data.yaml, COCO .json or VOC folder; to: yolo, coco or voc)")
+    return convert_dataset(s.source, s.out, s.to, images=s.images)
+
+
+def train(s: Settings) -> dict[str, Any] | None:
+    """``yololab train``: one process, or (several devices) one torchrun process per device."""
+    devices = dist.device_list(s.device)
+    if len(devices) > 1 and dist.rank() < 0:  # start one process per device, then act as their launcher
+        given = sorted(s.given)  # the others stay defaults there too (a resume keeps the checkpoint's)
+        code = dist.launch_torchrun(["train", *(f"{k}={'' if s[k] is None else s[k]}" for k in given)], len(devices))
+        if code:
+            raise TrainingError(f"DDP training exited with code {code} (see the messages of its processes above)")
+        return None
+    return Trainer(s).train() or None
+
+
+def predict(s: Settings) -> dict[str, Any]:
+    """``yololab predict``: detect objects in every image/frame of ``source``; counts and mean speed."""
+    model = s.model if s.model.endswith(".onnx") else YOLO(s.model, nc=s.nc).model
+    kwargs = predict_kwargs(s)
+    images = detections = 0
+    speed: dict[str, float] = {}
+    for result in predict_source(model, s.source, stream=True, verbose=s.verbose and not s.json, **kwargs):
+        images, detections = images + 1, detections + len(result)
+        for k, v in result.speed.items():
+            speed[k] = speed.get(k, 0.0) + v
+    save_dir = kwargs["save_dir"]
+    return {"save_dir": None if save_dir is None else str(save_dir), "images": images, "detections": detections,
+            "speed_ms": {k: round(v / max(images, 1), 2) for k, v in speed.items()}}
+
+
+def export(s: Settings) -> dict[str, Any]:
+    """``yololab export``: the fused model as ONNX, checked against PyTorch with onnxruntime."""
+    yolo = YOLO(s.model, nc=s.nc)
+    return export_model(yolo.model, s, source=yolo.source)
+
+
+def bench(s: Settings) -> dict[str, Any]:
+    """``yololab bench``: median and p90 latency of the fused model per format and device."""
+    return bench_model(YOLO(s.model, nc=s.nc).model, imgsz=s.imgsz, batch=s.batch, formats=s.formats, runs=s.runs,
+                       warmup=s.warmup, device=s.device, verbose=s.verbose and not s.json)
+
+
+def val(s: Settings) -> dict[str, Any]:
+    """``yololab val``: COCO metrics of a model on a dataset, or of a predictions json against a ground truth."""
+    return validate_model(None, s)
+
+
+# --- shared glue
+
+
+def command_dir(s: Settings, default_name: str) -> Path:
+    """The output folder of a command: ``project/name`` (default ``runs/<default_name>``), numbered unless exist_ok."""
+    return run_dir(s.project, s.name or default_name, s.exist_ok)
+
+
+def predict_kwargs(s: Settings) -> dict[str, Any]:
+    """``predict`` settings -> keyword arguments of ``yololab.engine.predictor.predict``."""
+    saving = s.save or s.save_txt or s.save_json
+    return {"imgsz": s.imgsz, "conf": 0.25 if s.conf is None else s.conf, "iou": s.iou, "max_det": s.max_det,
+            "slice": s.slice, "overlap": s.overlap, "slice_full": s.slice_full, "device": s.device, "half": s.half,
+            "save": s.save, "save_txt": s.save_txt, "save_json": s.save_json,
+            "save_dir": command_dir(s, "predict") if saving else None}
+
+
+def export_model(model: nn.Module, s: Settings, source: Any = None) -> dict[str, Any]:
+    """Export with ``export`` settings; beside a ``.pt`` source, else into ``project/name`` (runs/export)."""
+    src = Path(str(source)) if source else None
+    if src is not None and src.suffix == ".pt":
+        file = src.with_suffix(".onnx")
+    else:
+        file = run_dir(s.project, s.name or "export", exist_ok=True) / f"{src.stem if src else 'model'}.onnx"
+    device = select_device(s.device or "cpu")
+    if next(model.parameters()).device != device:
+        model = fused_copy(model, fuse=False).to(device)
+    return export_file(model, file, format=s.format, imgsz=s.imgsz, dynamic=s.dynamic, half=s.half,
+                       simplify=s.simplify, opset=s.opset, image=load_image(s.source) if s.source else None,
+                       verbose=s.verbose and not s.json)
+
+
+def validate_model(model: nn.Module | None, s: Settings, yaml_source: Any = None) -> dict[str, Any]:
+    """Run ``val`` settings: score ``gt=``/``pred=`` COCO json files, or validate a model on ``data``.
+
+    ``model`` is a DetectionModel or None (load ``s.model``: a checkpoint, or a YAML built with the dataset's
+    class count). A model built from ``yaml_source`` (random weights) is rebuilt when its class count differs.
+    """
+    verbose = s.verbose and not s.json
+    if s.gt or s.pred:
+        if not (s.gt and s.pred):
+            raise ConfigError("scoring json files needs both gt=<instances.json> and pred=<predictions.json>")
+        save_dir = command_dir(s, "val") if s.plots else None
+        result = evaluate_files(s.gt, s.pred, save_dir=save_dir, plots=s.plots, verbose=verbose)
+    else:
+        data = load_data_config(s.data)
+        if model is None or (yaml_source is not None and getattr(model, "nc", data.nc) != data.nc):
+            model = YOLO(yaml_source or s.model, nc=s.nc or data.nc).model
+        save_dir = command_dir(s, "val") if s.plots or s.save_json else None
+        result = validate(fused_copy(model), data, imgsz=s.imgsz, batch=s.batch,
+                          conf=0.001 if s.conf is None else s.conf, iou=s.iou, max_det=s.max_det, device=s.device,
+                          split=s.split, save_dir=save_dir, plots=s.plots, save_json=s.save_json, workers=s.workers,
+                          half=s.half, verbose=verbose, slice=s.slice, overlap=s.overlap, slice_full=s.slice_full)
+    if verbose and save_dir is not None:
+        print(f"results saved to {save_dir}")
+    return {**result, "save_dir": None if save_dir is None else str(save_dir)}
 
 
 def model_summary(model: DetectionModel, imgsz: int = 640) -> dict[str, Any]:

@@ -67,3 +67,12 @@ def model_from_checkpoint(ckpt: dict[str, Any] | str | Path):
     if meta.get("names"):
         model.names = {int(k): v for k, v in meta["names"].items()}
     return model.float().eval()
+
+
+def load_model(source: str | Path, nc: int | None = None):
+    """A DetectionModel from a checkpoint ``.pt`` (its weights) or a model YAML (initial weights, ``nc`` classes)."""
+    from .nn import DetectionModel
+
+    if str(source).endswith(".pt"):
+        return model_from_checkpoint(source)
+    return DetectionModel(source, nc=nc)

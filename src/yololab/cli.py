@@ -1,45 +1,92 @@
-"""Command line: ``yololab <command> key=value ...``.
+"""Command line: ``yololab <command> key=value ...``: argv parsing, the user-error boundary and printing.
 
-Every command validates its keys (unknown keys are errors with a suggestion) and, with
-``json=true``, prints one JSON object as the last stdout line.
+Every command's keys and defaults come from ``cfg/default.yaml`` (unknown keys are errors with a suggestion); the
+work is done by ``yololab.api`` (and ``yololab.ablation`` for ``compare``). With ``json=true`` a command prints one
+JSON object as the last stdout line.
 """
 
 from __future__ import annotations
 
+import difflib
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .cfg import ConfigError, merge, parse_value
+from . import api
+from .ablation.command import compare_command
+from .cfg import ConfigError, Settings, command_defaults, command_keys, parse_value, settings
+from .data import format_check_report
+from .plugins import load_plugins
 from .utils.files import json_text
 
-OUTPUT_KEYS = ("json", "verbose")
+Printer = Callable[[dict, Settings], None]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Command:
-    """A CLI command: the function taking merged settings and the keys it accepts."""
+    """A CLI command: the function taking its typed settings, its help line and how its result is printed."""
 
-    func: Callable[[dict[str, Any]], dict | None]
-    keys: tuple[str, ...]
+    name: str
+    func: Callable[[Settings], dict | None]
     help: str
-    defaults: dict[str, Any]
+    printer: Printer | None = None
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys it accepts (``cfg/default.yaml``)."""
+        return command_keys(self.name)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The defaults it sets differently from the rest of default.yaml."""
+        return command_defaults(self.name)
 
 
-COMMANDS: dict[str, Command] = {}
+def _print_info(result: dict, s: Settings) -> None:
+    print(api.format_summary(result))
 
 
-def command(name: str, keys: tuple[str, ...], help: str, defaults: dict[str, Any] | None = None):
-    """Register ``func(settings) -> result dict | None`` as ``yololab <name>``.
+def _print_modules(result: dict, s: Settings) -> None:
+    width = max(len(n) for n in result["modules"])
+    for name, description in result["modules"].items():
+        print(f"{name:<{width}}  [{result['flags'][name]:<3}] {description}")
+    print(f"\ntorch.nn allow-list: {', '.join(result['torch'])}")
+    print("flags: c = takes input channels, w = first arg is a scaled width, n = takes the repeat count")
 
-    ``defaults`` overrides default.yaml for this command only (e.g. ``batch=1`` for ``bench``).
-    """
 
-    def decorator(func):
-        COMMANDS[name] = Command(func, tuple(keys) + OUTPUT_KEYS, help, dict(defaults or {}))
-        return func
+def _print_check_data(result: dict, s: Settings) -> None:
+    print(format_check_report(result))
 
-    return decorator
+
+def _print_convert(result: dict, s: Settings) -> None:
+    counts = ", ".join(f"{k} {v['images']} images / {v['boxes']} boxes" for k, v in result["splits"].items())
+    print(f"wrote {result['to']} dataset to {result['out']}: {counts}")
+    for kind, n in result["problems"]["counts"].items():
+        print(f"  {n} {kind}")
+
+
+def _print_predict(result: dict, s: Settings) -> None:
+    speed = ", ".join(f"{v} ms {k}" for k, v in result["speed_ms"].items())
+    saved = f"; results saved to {result['save_dir']}" if result["save_dir"] else ""
+    print(f"{result['images']} images, {result['detections']} detections; {speed} per image{saved}")
+
+
+COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command("info", api.info, "layer table, parameters and GFLOPs of a model", _print_info),
+    Command("modules", api.modules, "list the registered modules with a one-line description", _print_modules),
+    Command("check-data", api.check_data, "images, boxes, object sizes and every problem of a dataset",
+            _print_check_data),
+    Command("convert", api.convert, "convert a dataset between YOLO txt, COCO json and VOC xml", _print_convert),
+    Command("train", api.train, "train a model (device=0,1 starts DDP through torchrun)"),
+    Command("val", api.val, "COCO mAP with APs/APm/APl, per-class table, PR/F1 curves, confusion matrix "
+                            "(or score gt= pred= COCO json files)"),
+    Command("predict", api.predict, "detect objects in images, folders, globs, videos or .txt lists (slice= for "
+                                    "tiles)", _print_predict),
+    Command("export", api.export, "export the fused model to ONNX and check it against PyTorch with onnxruntime"),
+    Command("bench", api.bench, "median and p90 latency of the fused model per format (torch, onnx) and device"),
+    Command("compare", compare_command, "train models x seeds under one pinned recipe; verdicts better/worse/"
+                                        "within noise"),
+)}
 
 
 def parse_argv(argv: list[str]) -> tuple[str, dict[str, Any]]:
@@ -55,28 +102,27 @@ def parse_argv(argv: list[str]) -> tuple[str, dict[str, Any]]:
     return name, overrides
 
 
-def run(name: str, overrides: dict[str, Any]) -> dict | None:
-    """Run one command with user overrides (also the Python entry used by tests)."""
-    from . import commands  # noqa: F401  (registers every command)
-
+def command_settings(name: str, overrides: dict[str, Any]) -> Settings:
+    """The typed settings of ``yololab <name>`` with the user's ``overrides`` (unknown commands suggest one)."""
     if name not in COMMANDS:
-        import difflib
-
         close = difflib.get_close_matches(name, COMMANDS, n=2)
         hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise ConfigError(f"unknown command '{name}'.{hint} Commands: {', '.join(sorted(COMMANDS))}")
-    cmd = COMMANDS[name]
-    settings = merge({**cmd.defaults, **overrides}, cmd.keys, where=f"'yololab {name}'")
-    if settings.get("plugins"):
-        from .plugins import load_plugins
+    return settings(name, overrides, where=f"'yololab {name}'")
 
-        load_plugins(settings["plugins"])
-    return cmd.func(settings)
+
+def run(name: str, overrides: dict[str, Any]) -> dict | None:
+    """Run one command with user overrides (also the Python entry used by tests); prints nothing itself."""
+    return _execute(name, command_settings(name, overrides))
+
+
+def _execute(name: str, s: Settings) -> dict | None:
+    if s.get("plugins"):
+        load_plugins(s["plugins"])
+    return COMMANDS[name].func(s)
 
 
 def _print_help() -> None:
-    from . import commands  # noqa: F401  (registers every command)
-
     print("usage: yololab <command> key=value ...\n\ncommands:")
     for name, cmd in sorted(COMMANDS.items()):
         print(f"  {name:<12} {cmd.help}")
@@ -91,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "help":
             _print_help()
             return 0
-        result = run(name, overrides)
+        s = command_settings(name, overrides)
+        result = _execute(name, s)
     except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"yololab: error: {msg}", file=sys.stderr)
@@ -99,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("yololab: interrupted", file=sys.stderr)
         return 130
-    if overrides.get("json") and result is not None:
-        print(json_text(result))
+    if s.json:
+        if result is not None:
+            print(json_text(result))
+    elif result is not None and COMMANDS[name].printer is not None:
+        COMMANDS[name].printer(result, s)
     return 0

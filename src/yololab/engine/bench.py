@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import torch
 from torch import nn
 
 from ..utils.profile import machine_summary, measure_latency, time_calls
-from ..utils.torch_utils import select_device
+from ..utils.torch_utils import fused_copy, select_device
 from .exporter import OnnxModel, export_onnx
 
 BENCH_FORMATS = ("torch", "onnx")
@@ -38,15 +37,15 @@ def bench(model: nn.Module, *, imgsz: int = 640, batch: int = 1, formats: str | 
           runs: int = 50, warmup: int = 10, device: str | int | None = None, verbose: bool = True) -> dict[str, Any]:
     """Median and p90 latency (ms per batch, zero input) of the fused model for every format and device."""
     formats = parse_formats(formats)
-    model = copy.deepcopy(model).float().eval()
+    model = fused_copy(model)
     rows = []
     with tempfile.TemporaryDirectory(prefix="yololab-bench-") as tmp:
-        onnx_file = export_onnx(model, Path(tmp) / "model.onnx", imgsz, batch=batch) if "onnx" in formats else None
+        onnx_file = export_onnx(model, Path(tmp) / "model.onnx", imgsz, batch=batch, fuse=False) if "onnx" in formats else None
         for dev in bench_devices(device):
             for fmt in formats:
                 row = {"format": fmt, "device": str(dev)}
                 if fmt == "torch":
-                    row.update(measure_latency(model.to(dev), imgsz, batch=batch, warmup=warmup, runs=runs))
+                    row.update(measure_latency(model.to(dev), imgsz, batch=batch, warmup=warmup, runs=runs, fuse=False))
                 else:
                     row.update(_onnx_latency(onnx_file, dev, imgsz, batch, warmup, runs))
                 rows.append(row)

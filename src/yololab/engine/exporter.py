@@ -8,7 +8,6 @@ Class names, stride and input size travel in the ONNX metadata.
 from __future__ import annotations
 
 import ast
-import copy
 import json
 import warnings
 from pathlib import Path
@@ -17,6 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from .._version import __version__
+from ..utils.torch_utils import fused_copy
+from .preprocess import preprocess, sample_image
 
 DEFAULT_OPSET = 17
 FORMATS = ("onnx",)
@@ -29,12 +32,10 @@ def export_onnx(model: nn.Module, file: str | Path, imgsz: int | tuple[int, int]
     The copy stays on the model's device; ``half=True`` exports float16 weights and input (CUDA only).
     """
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
-    model = copy.deepcopy(model).float().eval()
+    model = fused_copy(model, fuse)
     device = _device_of(model)
     if half and device.type != "cuda":
         raise ValueError("half=true exports float16 and needs a CUDA device (device=0); CPU export is float32 only")
-    if fuse and callable(getattr(model, "fuse", None)):
-        model.fuse()
     if half:
         model.half()
     file = Path(file)
@@ -108,7 +109,6 @@ def _write_metadata(file: Path, model: nn.Module, **fields: Any) -> None:
     """Store names, stride, nc and export settings as ONNX metadata_props (read back by OnnxModel)."""
     import onnx
 
-    from .. import __version__
 
     proto = onnx.load(str(file))
     stride = int(max(getattr(model, "stride", torch.tensor([32.0])).tolist()))
@@ -123,8 +123,6 @@ def _write_metadata(file: Path, model: nn.Module, **fields: Any) -> None:
 
 def _check_batch(image: np.ndarray | None, imgsz: int, batch: int) -> torch.Tensor:
     """The check input: ``image`` (or the built-in sample scene) letterboxed, repeated ``batch`` times."""
-    from .predictor import preprocess, sample_image
-
     x, _ = preprocess(sample_image() if image is None else image, imgsz)
     return x.repeat(batch, 1, 1, 1)
 

@@ -8,7 +8,6 @@ the image into overlapping ``slice``-pixel tiles, runs each tile (and optionally
 
 from __future__ import annotations
 
-import copy
 import glob
 import time
 from dataclasses import dataclass
@@ -21,14 +20,15 @@ import torch
 import torchvision
 from torch import nn
 
-from ..data.augment import letterbox, resize_long_side
+from ..checkpoint import load_model
 from ..data.config import read_list_file
 from ..data.image import IMG_SUFFIXES, load_image
 from ..metrics import coco_image_ids
 from ..ops import non_max_suppression, unletterbox_boxes
 from ..utils.files import write_json
-from ..utils.torch_utils import select_device
+from ..utils.torch_utils import fused_copy, select_device
 from .exporter import OnnxModel
+from .preprocess import preprocess
 from .results import Results
 
 VIDEO_SUFFIXES = (".avi", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".webm", ".wmv")
@@ -82,33 +82,17 @@ def as_inference_model(model: Any, device: str | torch.device | None = None, hal
             raise ValueError("half applies to PyTorch models; export with half=true for a float16 ONNX model")
         return OnnxModel(model, select_device(device or "cpu"))
     if isinstance(model, (str, Path)):
-        from ..api import YOLO
-
-        model = YOLO(model)
+        model = load_model(model)
     if not isinstance(model, nn.Module):
         model = getattr(model, "model", model)  # a YOLO
     if not isinstance(model, nn.Module):
         raise TypeError(f"cannot predict with a {type(model).__name__}; give a DetectionModel, YOLO or model path")
     if fuse:
-        model = copy.deepcopy(model).eval()
-        if callable(getattr(model, "fuse", None)):
-            model.fuse()
+        model = fused_copy(model)
     return TorchModel(model, None if device is None else select_device(device), half)
 
 
 # --- preprocessing and detection
-
-
-def preprocess(image: np.ndarray, imgsz: int) -> tuple[torch.Tensor, tuple]:
-    """RGB uint8 image -> ((1, 3, imgsz, imgsz) float tensor in [0, 1], ratio_pad), as validation does it.
-
-    ``ratio_pad`` = ((gain_h, gain_w), (pad_w, pad_h)) maps original pixels into the network input.
-    """
-    resized = resize_long_side(image, imgsz)
-    img, (gain_h, gain_w), pad = letterbox(resized, imgsz, scaleup=False)
-    gain = (gain_h * resized.shape[0] / image.shape[0], gain_w * resized.shape[1] / image.shape[1])
-    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float() / 255
-    return x, (gain, pad)
 
 
 def input_size(model: InferenceModel, imgsz: int) -> int:
@@ -376,10 +360,3 @@ class ResultWriter:
             ids = coco_image_ids(self.images)
             write_json(self.save_dir / "predictions.json",
                        [{**r, "image_id": ids[path]} if path is not None else r for path, r in self.records])
-
-
-def sample_image(height: int = 480, width: int = 640) -> np.ndarray:
-    """A fixed synthetic scene (shapes on a textured background): the default export-check image."""
-    from ..data.synthetic import make_large_scene
-
-    return make_large_scene(height, width, n_objects=12, object_px=(16, 120), seed=0)[0]

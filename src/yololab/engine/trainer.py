@@ -9,13 +9,14 @@ import resource
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..cfg import Settings, command_keys, settings as cfg_settings
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..data import DataConfig, YoloDataset, build_dataloader, load_data_config, plot_label_distribution
 from ..loss import DetectionLoss
@@ -46,29 +47,30 @@ EpochHook = Callable[["Trainer"], None]
 
 
 class Trainer:
-    """Train a DetectionModel from merged settings (the keys of ``cfg/default.yaml``).
+    """Train a DetectionModel from ``yololab train`` settings (typed ``Settings``, or a mapping of keys to validate).
 
     ``model`` may be given as an ``nn.Module`` (e.g. from ``YOLO(...)``); otherwise ``settings["model"]`` is a
     model YAML or a checkpoint whose weights are the starting point. ``on_epoch_end`` hooks run after each
     epoch's checkpoint is written (rank 0 and other ranks alike).
     """
 
-    def __init__(self, settings: dict[str, Any], model: nn.Module | None = None,
+    def __init__(self, settings: Mapping[str, Any], model: nn.Module | None = None,
                  on_epoch_end: list[EpochHook] | None = None):
+        settings = settings if isinstance(settings, Settings) else cfg_settings("train", settings)
         self.resume_ckpt: dict | None = None
-        if settings.get("resume"):
+        if settings.resume:
             self.resume_ckpt, settings = _resume_settings(settings)
-        self.args = dict(settings)
+        self.args: Settings = settings
         self.hooks = list(on_epoch_end or [])
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = dist.is_main()
         self.device = self._device()
         if self.world > 1:
             dist.init_distributed(self.device)
-        init_seeds(int(self.args["seed"]), bool(self.args["deterministic"]))  # same initial weights on every rank
+        init_seeds(self.args.seed, self.args.deterministic)  # same initial weights on every rank
         self.save_dir = self._save_dir()
         self.wdir = self.save_dir / "weights"
-        self.data: DataConfig = load_data_config(self.args["data"])
+        self.data: DataConfig = load_data_config(self.args.data)
         self.model = self._build_model(model)
         self.epoch, self.best_fitness, self.metrics = 0, -1.0, {}
         self.epochs_without_improvement = 0
@@ -76,7 +78,7 @@ class Trainer:
 
     # --- set-up
     def _device(self) -> torch.device:
-        device = self.args["device"]
+        device = self.args.device
         text = "" if device is None else str(device)
         if self.world > 1 and text.lower() != "cpu" and torch.cuda.is_available():
             return torch.device("cuda", dist.local_rank())
@@ -84,16 +86,16 @@ class Trainer:
 
     def _save_dir(self) -> Path:
         if self.resume_ckpt is not None:
-            return Path(self.args["resume_dir"])
+            return Path(self.args.resume).resolve().parent.parent  # run/weights/last.pt -> run
         # rank 0 picks the folder: another rank could otherwise see rank 0's new folder and number its own
-        save_dir = Path(dist.from_rank0(str(run_dir(self.args["project"], self.args["name"] or "train",
-                                                     bool(self.args["exist_ok"])))))
+        save_dir = Path(dist.from_rank0(str(run_dir(self.args.project, self.args.name or "train",
+                                                     self.args.exist_ok))))
         if self.main:
             (save_dir / "weights").mkdir(parents=True, exist_ok=True)
         return save_dir
 
     def _build_model(self, model: nn.Module | None) -> DetectionModel:
-        source = self.args["model"]
+        source = self.args.model
         if self.resume_ckpt is not None:
             model = DetectionModel(self.resume_ckpt["meta"]["model_yaml"])
         elif model is None and str(source).endswith(".pt"):
@@ -103,8 +105,8 @@ class Trainer:
         if model.nc != self.data.nc:  # same architecture, the dataset's classes: keep the tensors that fit
             old, model = model, DetectionModel(model.yaml, nc=self.data.nc)
             self._report_transfer(model, old.state_dict(), f"the {old.nc}-class model")
-        if self.args.get("pretrained") and self.resume_ckpt is None:
-            self._report_transfer(model, load_checkpoint(self.args["pretrained"])["model"], self.args["pretrained"])
+        if self.args.pretrained and self.resume_ckpt is None:
+            self._report_transfer(model, load_checkpoint(self.args.pretrained)["model"], self.args.pretrained)
         model.names = dict(self.data.names)
         for name, p in model.named_parameters():
             p.requires_grad_(".dfl." not in name)  # the DFL ramp stays fixed
@@ -116,17 +118,17 @@ class Trainer:
                  f"{len(skipped)} kept their initial values" + (f" (e.g. {', '.join(skipped[:3])})" if skipped else ""))
 
     def log(self, text: str) -> None:
-        if self.main and self.args.get("verbose", True):
+        if self.main and self.args.verbose:
             tqdm.write(text)
 
     def setup(self) -> None:
         """Build the data loaders, optimizer, schedule, EMA and loss (and restore them when resuming)."""
         a = self.args
         world = self.world
-        self.batch = max(int(a["batch"]) // world, 1)
-        self.accumulate = max(round(int(a["nbs"]) / (self.batch * world)), 1)
+        self.batch = max(a.batch // world, 1)
+        self.accumulate = max(round(a.nbs / (self.batch * world)), 1)
         self.model.to(self.device, memory_format=torch.channels_last)  # faster convolutions (benchmarks/train_step.py)
-        if a["sync_bn"] and world > 1:
+        if a.sync_bn and world > 1:
             if self.device.type == "cuda":
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             else:
@@ -134,39 +136,39 @@ class Trainer:
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         stride = int(max(self.model.stride))
-        train_set = YoloDataset(self.data.train, imgsz=int(a["imgsz"]), augment=True, hyp=a, batch_size=self.batch,
-                                stride=stride, cache=a["cache"], nc=self.data.nc)
-        self.train_loader = build_dataloader(train_set, self.batch, workers=int(a["workers"]), shuffle=True,
-                                             seed=int(a["seed"]), rank=self.rank)
-        if self.main and a["plots"]:
-            plot_label_distribution(train_set.labels, self.data.names, self.save_dir / "labels.png", int(a["imgsz"]))
+        train_set = YoloDataset(self.data.train, imgsz=a.imgsz, augment=True, hyp=a, batch_size=self.batch,
+                                stride=stride, cache=a.cache, nc=self.data.nc)
+        self.train_loader = build_dataloader(train_set, self.batch, workers=a.workers, shuffle=True,
+                                             seed=a.seed, rank=self.rank)
+        if self.main and a.plots:
+            plot_label_distribution(train_set.labels, self.data.names, self.save_dir / "labels.png", a.imgsz)
         self.val_loader = None
-        if self.main and a["val"]:
+        if self.main and a.val:
             val_batch = self.batch * 2
-            val_set = YoloDataset(self.data.val, imgsz=int(a["imgsz"]), rect=True, batch_size=val_batch, stride=stride,
-                                  cache=a["cache"], nc=self.data.nc)
-            self.val_loader = build_dataloader(val_set, val_batch, workers=int(a["workers"]))
+            val_set = YoloDataset(self.data.val, imgsz=a.imgsz, rect=True, batch_size=val_batch, stride=stride,
+                                  cache=a.cache, nc=self.data.nc)
+            self.val_loader = build_dataloader(val_set, val_batch, workers=a.workers)
         self.optimizer = self._build_optimizer(len(train_set))
-        self.lf = lr_lambda(bool(a["cos_lr"]), float(a["lrf"]), int(a["epochs"]))
+        self.lf = lr_lambda(a.cos_lr, a.lrf, a.epochs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
-        self.loss_fn = DetectionLoss(self.model, box=float(a["box"]), cls=float(a["cls"]), dfl=float(a["dfl"]))
+        self.loss_fn = DetectionLoss(self.model, box=a.box, cls=a.cls, dfl=a.dfl)
         if world > 1:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.ema = ModelEMA(self.model) if a["ema"] else None
+        self.ema = ModelEMA(self.model) if a.ema else None
         self.start_epoch = 0
         if self.resume_ckpt is not None:
             self._restore(self.resume_ckpt)
 
     def _amp_dtype(self) -> torch.dtype | None:
-        if not self.args["amp"] or self.device.type != "cuda":
+        if not self.args.amp or self.device.type != "cuda":
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
     def _build_optimizer(self, n_images: int) -> torch.optim.Optimizer:
         a = self.args
-        name, lr0, momentum = str(a["optimizer"]), a["lr0"], float(a["momentum"])
-        weight_decay = float(a["weight_decay"]) * self.batch * self.world * self.accumulate / float(a["nbs"])
+        name, lr0, momentum = a.optimizer, a.lr0, a.momentum
+        weight_decay = a.weight_decay * self.batch * self.world * self.accumulate / a.nbs
         if name.lower() == "auto":
             name, lr0, momentum = self._auto_optimizer(n_images)
         lr0 = resolve_lr0(name, lr0)
@@ -175,7 +177,7 @@ class Trainer:
             optimizer = torch.optim.SGD(groups, lr=lr0, momentum=momentum, nesterov=True)
         else:
             optimizer = torch.optim.AdamW(groups, lr=lr0, betas=(momentum, 0.999))
-        self.args["optimizer"], self.args["lr0"], self.args["momentum"] = name, lr0, momentum
+        self.args = self.args.replace(optimizer=name, lr0=lr0, momentum=momentum)
         self.log(f"optimizer: {name}(lr={lr0:g}, momentum={momentum:g}) with {len(groups[0]['params'])} weights "
                  f"(decay {weight_decay:g}), {len(groups[1]['params'])} norm weights and {len(groups[2]['params'])} "
                  f"biases (no decay); batch {self.batch * self.world}, accumulate {self.accumulate}")
@@ -184,14 +186,14 @@ class Trainer:
     def _auto_optimizer(self, n_images: int) -> tuple[str, float, float]:
         """SGD for long schedules (> 10k iterations), AdamW otherwise; a given lr0 is always kept."""
         a = self.args
-        iterations = math.ceil(n_images / max(self.batch * self.world, int(a["nbs"]))) * int(a["epochs"])
-        user_lr = a["lr0"] is not None
+        iterations = math.ceil(n_images / max(self.batch * self.world, a.nbs)) * a.epochs
+        user_lr = a.lr0 is not None
         if iterations > 10_000:
-            name, lr, momentum = "SGD", resolve_lr0("SGD", a["lr0"]), 0.9
+            name, lr, momentum = "SGD", resolve_lr0("SGD", a.lr0), 0.9
         else:
             name, momentum = "AdamW", 0.9
-            lr = float(a["lr0"]) if user_lr else round(0.002 * 5 / (4 + self.data.nc), 6)
-            a["warmup_bias_lr"] = 0.0
+            lr = a.lr0 if user_lr else round(0.002 * 5 / (4 + self.data.nc), 6)
+            self.args = self.args.replace(warmup_bias_lr=0.0)
         why = "your lr0" if user_lr else ("lr 0.002 * 5 / (4 + nc) since lr0 is not set" if name == "AdamW"
                                           else "SGD's default lr since lr0 is not set")
         self.log(f"optimizer=auto: {iterations} iterations -> {name}(lr={lr:g}, momentum={momentum}) with {why}"
@@ -203,13 +205,13 @@ class Trainer:
         """Run the schedule; returns the final metrics (of best.pt when validating) plus run facts."""
         self.setup()
         a = self.args
-        epochs = int(a["epochs"])
+        epochs = a.epochs
         if self.main:
             _write_yaml(self.save_dir / "args.yaml", a)
             # a fresh run in a reused folder starts a new table; a resumed one drops rows after its checkpoint
             _truncate_csv(self.save_dir / "results.csv", self.start_epoch)
         nb = len(self.train_loader)
-        warmup_iters = round(float(a["warmup_epochs"]) * nb) if float(a["warmup_epochs"]) > 0 else -1
+        warmup_iters = round(a.warmup_epochs * nb) if a.warmup_epochs > 0 else -1
         self.log(f"training {self.save_dir} for {epochs} epochs: {len(self.train_loader.dataset)} train images, "
                  f"{nb} batches of {self.batch} per process x {self.world}, device {self.device}"
                  + (f", AMP {self.amp_dtype}" if self.amp_dtype else ""))
@@ -236,8 +238,8 @@ class Trainer:
     def _train_one_epoch(self, epoch: int, epochs: int, nb: int, warmup_iters: int) -> list[float]:
         a = self.args
         model, dataset = self.model, self.train_loader.dataset
-        close_at = epochs - int(a["close_mosaic"])
-        if int(a["close_mosaic"]) > 0 and epoch >= close_at and epoch in (close_at, self.start_epoch):
+        close_at = epochs - a.close_mosaic
+        if a.close_mosaic > 0 and epoch >= close_at and epoch in (close_at, self.start_epoch):
             dataset.close_mosaic()
             self.log("closing mosaic and mixup for the last epochs")
         if hasattr(self.train_loader.sampler, "set_epoch"):
@@ -281,9 +283,9 @@ class Trainer:
         a = self.args
         xp = [0, warmup_iters]
         for group in self.optimizer.param_groups:
-            start = float(a["warmup_bias_lr"]) if group["name"] == "bias" else 0.0
+            start = a.warmup_bias_lr if group["name"] == "bias" else 0.0
             group["lr"] = float(np.interp(ni, xp, [start, group["initial_lr"] * self.lf(epoch)]))
-            momentum = float(np.interp(ni, xp, [float(a["warmup_momentum"]), float(a["momentum"])]))
+            momentum = float(np.interp(ni, xp, [a.warmup_momentum, a.momentum]))
             if "momentum" in group:
                 group["momentum"] = momentum
             elif "betas" in group:
@@ -292,8 +294,8 @@ class Trainer:
 
     def _optimizer_step(self) -> None:
         self.scaler.unscale_(self.optimizer)
-        if float(self.args["clip_grad"] or 0) > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=float(self.args["clip_grad"]))
+        if self.args.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.args.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -306,12 +308,12 @@ class Trainer:
         if not self.main:
             return False
         a = self.args
-        epochs = int(a["epochs"])
+        epochs = a.epochs
         final_epoch = epoch + 1 == epochs
         if self.val_loader is not None:
-            self.metrics = validate(self.eval_model, self.data, imgsz=int(a["imgsz"]), batch=self.batch * 2,
+            self.metrics = validate(self.eval_model, self.data, imgsz=a.imgsz, batch=self.batch * 2,
                                     device=self.device, dataloader=self.val_loader, verbose=False,
-                                    workers=int(a["workers"]))
+                                    workers=a.workers)
         fitness = float(self.metrics["map"]) if self.metrics else -sum(losses)  # lower loss is better without val
         improved = fitness > self.best_fitness
         if improved:
@@ -324,7 +326,7 @@ class Trainer:
         _append_csv(self.save_dir / "results.csv", row)
         self.log(_epoch_line(row, self.val_loader is not None))
         self._save(epoch, improved, final_epoch)
-        patience = int(a["patience"] or 0)
+        patience = a.patience
         stop = patience > 0 and self.epochs_without_improvement >= patience
         if stop and not final_epoch:
             self.log(f"early stop: no improvement in the last {patience} epochs (best mAP50-95 "
@@ -359,16 +361,16 @@ class Trainer:
         save_checkpoint(self.wdir / "last.pt", weights, meta, **train_state)
         if improved:
             save_checkpoint(self.wdir / "best.pt", weights, meta)
-        period = int(self.args["save_period"] or -1)
+        period = self.args.save_period
         if period > 0 and (epoch + 1) % period == 0:
             save_checkpoint(self.wdir / f"epoch{epoch + 1}.pt", weights, meta)
 
     def _restore(self, ckpt: dict) -> None:
         meta = ckpt["meta"]
         self.start_epoch = int(meta["epoch"])
-        if self.start_epoch >= int(self.args["epochs"]):
-            raise TrainingError(f"{self.args['resume']} finished all {self.args['epochs']} epochs; nothing to resume "
-                                f"(start a new run with pretrained={self.args['resume']})")
+        if self.start_epoch >= self.args.epochs:
+            raise TrainingError(f"{self.args.resume} finished all {self.args.epochs} epochs; nothing to resume "
+                                f"(start a new run with pretrained={self.args.resume})")
         unwrap(self.model).load_state_dict(ckpt["train_model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -380,7 +382,7 @@ class Trainer:
         self.train_time, self.metrics = float(meta["train_time"]), dict(meta["metrics"])
         set_rng_states(ckpt["rng"])
         _set_loader_rng_state(self.train_loader, ckpt["data_rng"])
-        self.log(f"resuming {self.args['resume']} from epoch {self.start_epoch + 1}/{self.args['epochs']}")
+        self.log(f"resuming {self.args.resume} from epoch {self.start_epoch + 1}/{self.args.epochs}")
 
     def _finish(self, epoch_times: list[float], train_times: list[float]) -> dict[str, Any]:
         """Strip the training state from the checkpoints, plot the curves and validate best.pt once more."""
@@ -396,9 +398,9 @@ class Trainer:
         metrics = dict(self.metrics)
         if self.val_loader is not None and best.is_file():
             a = self.args
-            metrics = validate(model_from_checkpoint(best), self.data, imgsz=int(a["imgsz"]), batch=self.batch * 2,
+            metrics = validate(model_from_checkpoint(best), self.data, imgsz=a.imgsz, batch=self.batch * 2,
                                device=self.device, dataloader=self.val_loader, save_dir=self.save_dir,
-                               plots=bool(a["plots"]), verbose=bool(a.get("verbose", True)), workers=int(a["workers"]))
+                               plots=a.plots, verbose=a.verbose, workers=a.workers)
         images = len(self.train_loader.dataset)
         result = {**to_jsonable(metrics), "save_dir": str(self.save_dir), "best": str(best), "epochs_run": self.epoch + 1,
                   "train_time_s": round(self.train_time, 2),
@@ -409,7 +411,7 @@ class Trainer:
 
 
 # --- helpers
-def _resume_settings(settings: dict[str, Any]) -> tuple[dict, dict[str, Any]]:
+def _resume_settings(settings: Settings) -> tuple[dict, Settings]:
     """Load the checkpoint named by ``resume`` (true = newest last.pt under ``project``) and its settings."""
     resume = settings["resume"]
     if resume is True or str(resume).lower() == "true":
@@ -422,12 +424,11 @@ def _resume_settings(settings: dict[str, Any]) -> tuple[dict, dict[str, Any]]:
     if "optimizer" not in ckpt:
         raise TrainingError(f"{resume} has no training state: its run finished (or it is a best.pt); start a new "
                             f"run with pretrained={resume}")
-    from ..cfg import given_keys
-
-    args = dict(ckpt["meta"]["args"])
-    args.update({k: settings[k] for k in RESUME_OVERRIDES if k in given_keys(settings)})
-    args["resume"], args["resume_dir"] = str(resume), str(Path(resume).resolve().parent.parent)
-    return ckpt, args
+    keys = command_keys("train")
+    args = {k: v for k, v in ckpt["meta"]["args"].items() if k in keys}  # keys of older versions are dropped
+    args.update({k: settings[k] for k in RESUME_OVERRIDES if k in settings.given})
+    args["resume"] = str(resume)
+    return ckpt, cfg_settings("train", args)
 
 
 def resolve_lr0(optimizer: str, lr0: float | None) -> float:

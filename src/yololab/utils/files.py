@@ -6,6 +6,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -42,7 +43,9 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None], fsync: bo
 
 
 def _json_default(obj: Any) -> Any:
-    """``json.dumps`` fallback: arrays and tensors as lists, anything else as its string."""
+    """``json.dumps`` fallback: arrays and tensors as lists, mappings (typed settings) as dicts, else the string."""
+    if isinstance(obj, Mapping):
+        return dict(obj)
     return obj.tolist() if hasattr(obj, "tolist") else str(obj)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import platform
 import statistics
@@ -12,6 +11,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from .torch_utils import fused_copy
 
 
 def machine_summary(load: bool = True) -> str:
@@ -57,9 +58,7 @@ def count_gflops(model: nn.Module, imgsz: int | tuple[int, int] = 640) -> float:
 def measure_latency(model: nn.Module, imgsz: int | tuple[int, int] = 640, *, batch: int = 1, warmup: int = 3,
                     runs: int = 20, fuse: bool = True) -> dict[str, float]:
     """Median and p90 eval-mode latency in milliseconds (a fused copy by default)."""
-    model = copy.deepcopy(model).eval()
-    if fuse and callable(getattr(model, "fuse", None)):
-        model.fuse()
+    model = fused_copy(model, fuse)
     x = _input_for(model, imgsz, batch)
     with torch.inference_mode():
         return time_calls(lambda: model(x), warmup=warmup, runs=runs,

@@ -58,6 +58,15 @@ def _jsonable_numpy_state(state: tuple) -> list:
     return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
+def fused_copy(model: nn.Module, fuse: bool = True) -> nn.Module:
+    """A float32 eval-mode copy of ``model``, with BatchNorms and re-parameterizable branches folded when ``fuse``
+    (same eval outputs, faster); the caller's model is left untouched."""
+    model = deepcopy(model).float().eval()
+    if fuse and callable(getattr(model, "fuse", None)):
+        model.fuse()
+    return model
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain model inside a DistributedDataParallel / DataParallel wrapper."""
     return model.module if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)) else model
