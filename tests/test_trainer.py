@@ -2,6 +2,7 @@
 
 import csv
 import math
+import os
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from yololab.checkpoint import load_checkpoint, save_checkpoint
 from yololab.cli import run
 from yololab.engine.trainer import DEFAULT_LR, Trainer, TrainingError, lr_lambda
 from yololab.nn import DetectionModel
+from yololab.utils.files import RunLockedError
 from yololab.utils.torch_utils import ModelEMA, parameter_groups
 
 
@@ -144,3 +146,24 @@ def test_training_reaches_a_meaningful_map50(tmp_path):
                              hsv_s=0.0, hsv_v=0.0)
     result = Trainer(settings, model=DetectionModel(TINY_MODEL)).train()
     assert result["map50"] > 0.5, result
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(data, tmp_path):
+    live = Trainer(tiny_settings(data, tmp_path, name="live"), model=DetectionModel(TINY_MODEL))
+    live.lock = live._lock_save_dir()  # what train() holds from its first step to its last
+    second = Trainer(tiny_settings(data, tmp_path, name="live", epochs=1), model=DetectionModel(TINY_MODEL))
+    with pytest.raises(RunLockedError, match=rf"process {os.getpid()} started"):
+        second.train()  # same folder (exist_ok=true): refused before it writes anything
+    assert not (tmp_path / "live" / "args.yaml").exists()
+    live.lock.release()
+
+
+def test_checkpoints_keep_the_normal_file_mode_and_stale_temp_files_are_removed(data, tmp_path):
+    stale = tmp_path / "run" / "weights" / ".last.pt.abc123.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a checkpoint")
+    Trainer(tiny_settings(data, tmp_path, epochs=1, val=False), model=DetectionModel(TINY_MODEL)).train()
+    assert not stale.exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "run" / "weights" / "last.pt").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -17,7 +17,7 @@ from .ablation.command import compare_command
 from .cfg import ConfigError, Settings, command_defaults, command_keys, parse_value, settings
 from .data import format_check_report
 from .plugins import load_plugins
-from .utils.files import json_text
+from .utils.files import RunLockedError, json_text
 
 Printer = Callable[[dict, Settings], None]
 
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         s = command_settings(name, overrides)
         result = _execute(name, s)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, KeyError, RunLockedError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"yololab: error: {msg}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from ..loss import DetectionLoss
 from ..nn import DetectionModel
 from ..plots import plot_training_curves
 from ..utils import dist
-from ..utils.files import run_dir, to_jsonable
+from ..utils.files import RunLock, remove_stale_temp_files, run_dir, to_jsonable
 from ..utils.torch_utils import (ModelEMA, init_seeds, parameter_groups, rng_states, select_device, set_rng_states,
                                  transfer_weights, unwrap)
 from .validator import validate
@@ -70,6 +70,7 @@ class Trainer:
         init_seeds(self.args.seed, self.args.deterministic)  # same initial weights on every rank
         self.save_dir = self._save_dir()
         self.wdir = self.save_dir / "weights"
+        self.lock: RunLock | None = None
         self.data: DataConfig = load_data_config(self.args.data)
         self.model = self._build_model(model)
         self.epoch, self.best_fitness, self.metrics = 0, -1.0, {}
@@ -93,6 +94,17 @@ class Trainer:
         if self.main:
             (save_dir / "weights").mkdir(parents=True, exist_ok=True)
         return save_dir
+
+    def _lock_save_dir(self) -> RunLock | None:
+        """Rank 0 holds the run folder's lock until training ends (a second writer stops at once); files that an
+        interrupted checkpoint write left behind are removed then."""
+        if not self.main:
+            return None
+        lock = RunLock(self.save_dir).acquire()
+        for folder in (self.save_dir, self.wdir):
+            for path in remove_stale_temp_files(folder):
+                self.log(f"removed {path}, left by an interrupted write")
+        return lock
 
     def _build_model(self, model: nn.Module | None) -> DetectionModel:
         source = self.args.model
@@ -203,6 +215,7 @@ class Trainer:
     # --- training
     def train(self) -> dict[str, Any]:
         """Run the schedule; returns the final metrics (of best.pt when validating) plus run facts."""
+        self.lock = self._lock_save_dir()
         self.setup()
         a = self.args
         epochs = a.epochs
@@ -233,6 +246,8 @@ class Trainer:
             result = self._finish(epoch_times, train_times)
         finally:
             dist.cleanup()
+            if self.lock is not None:
+                self.lock.release()
         return result
 
     def _train_one_epoch(self, epoch: int, epochs: int, nb: int, warmup_iters: int) -> list[float]:

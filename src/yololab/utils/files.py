@@ -1,7 +1,9 @@
-"""Run folders, atomic file writes and JSON conversion."""
+"""Run folders and their lock, atomic file writes and JSON conversion."""
 
 from __future__ import annotations
 
+import datetime
+import fcntl
 import json
 import math
 import os
@@ -9,6 +11,9 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, Callable
+
+
+TEMP_SUFFIX = ".tmp"  # write_atomic's temporary files: ".<name>.<random>.tmp" beside the target
 
 
 def run_dir(project: str | Path | None, name: str, exist_ok: bool = False) -> Path:
@@ -28,8 +33,9 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None], fsync: bo
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
+        os.fchmod(fd, _default_file_mode())  # mkstemp's 0600 would make every checkpoint private to its writer
         with os.fdopen(fd, "wb") as f:
             write(f)
             if fsync:
@@ -40,6 +46,68 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None], fsync: bo
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _default_file_mode() -> int:
+    """The mode ``open()`` gives a new file under the current umask (read by setting and restoring it)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def remove_stale_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that an interrupted ``write_atomic`` left in ``folder`` (call it while holding
+    the folder's ``RunLock``, so no live writer owns them); returns what was removed."""
+    stale = sorted(Path(folder).glob(f".*{TEMP_SUFFIX}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds the run folder's lock."""
+
+
+class RunLock:
+    """An exclusive OS lock on a folder (``.lock`` inside it), held while one process writes there.
+
+    ``flock`` locks belong to the open file, so the OS releases them when the holder exits or is killed: a crashed
+    run never leaves a folder locked. The lock file records the holder's PID and start time for the error message.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.file = self.folder / ".lock"
+        self._handle: IO[str] | None = None
+
+    def acquire(self) -> "RunLock":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        handle = open(self.file, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunLockedError(f"{self.folder} is in use by {holder}: one process writes a run folder at a time "
+                                 "(wait for it, or choose another name=)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} started {datetime.datetime.now().isoformat(timespec='seconds')}")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file releases the lock
+            self._handle = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 def _json_default(obj: Any) -> Any:
