@@ -1,4 +1,4 @@
-"""Convolution building blocks and Conv+BN folding."""
+"""Convolution building blocks, activations and folding (Conv+BN, ``fuse_modules`` for a whole model)."""
 
 from __future__ import annotations
 
@@ -47,6 +47,18 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
         fused.bias.copy_(bn.bias + (bias - bn.running_mean) * scale)
     fused.requires_grad_(False)
     return fused
+
+
+def fuse_modules(root: nn.Module) -> None:
+    """Call ``fuse()`` on the outermost modules that define it; a module's ``fuse()`` owns its subtree.
+
+    Modules without ``fuse()`` are walked into; BatchNorms that no module knows how to fold stay as they are.
+    """
+    for child in root.children():
+        if callable(getattr(child, "fuse", None)):
+            child.fuse()
+        else:
+            fuse_modules(child)
 
 
 @register

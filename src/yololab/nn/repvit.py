@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import Conv, fuse_conv_bn
-from .detector import fuse_modules
+from .conv import Conv, fuse_conv_bn, fuse_modules
 from .registry import BuildContext, make_divisible, register
+from .timm_backbone import load_local_state_dict
 
 
 @dataclass(frozen=True)
@@ -288,8 +288,6 @@ def load_timm_repvit(model: nn.Module, weights: str | Path | dict[str, torch.Ten
     """
     backbone = _single_repvit(model)
     if not isinstance(weights, dict):
-        from .timm_backbone import load_local_state_dict
-
         weights = load_local_state_dict(weights)
     state = timm_repvit_to_yololab(weights)
     built_stages = len(backbone.stages)
