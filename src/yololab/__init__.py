@@ -1,8 +1,7 @@
 """yololab: build, train, evaluate, export and honestly compare YOLO detectors from pluggable modules."""
 
-__version__ = "0.1.0"
-
-from .api import YOLO  # noqa: E402
-from .nn.registry import register  # noqa: E402
+from ._version import __version__
+from .api import YOLO
+from .nn.registry import register
 
 __all__ = ["YOLO", "__version__", "register"]
