@@ -8,7 +8,7 @@ from . import repvit, timm_backbone  # noqa: F401  (RepViT backbone, timm featur
 from .conv import fuse_modules
 from .detector import DetectionModel
 from .parse import ModelConfigError, load_model_yaml
-from .registry import BuildContext, ModuleSpec, register, registered
+from .registry import BuildContext, FeatureInfo, ModuleSpec, register, registered
 
-__all__ = ["DetectionModel", "ModelConfigError", "BuildContext", "ModuleSpec", "fuse_modules",
+__all__ = ["DetectionModel", "ModelConfigError", "BuildContext", "FeatureInfo", "ModuleSpec", "fuse_modules",
            "load_model_yaml", "register", "registered"]

@@ -30,7 +30,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .block import C2f
-from .registry import BuildContext, register
+from .registry import BuildContext, FeatureInfo, register
 
 # channels C0..C3, blocks per level, columns (megvii-research/RevCol model factory functions)
 REVCOL_VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
@@ -187,7 +187,7 @@ def _revcol_args(args: list, c_in: int, ctx: BuildContext) -> list:
     return [c1, channels, [ctx.depth_of(n) for n in _check_levels("layers", layers, 1)], *rest]
 
 
-@register(scales_c2=False, prepare=_revcol_args, out_channels=lambda c_in, args: list(args[1][1:]))
+@register(scales_c2=False, prepare=_revcol_args)
 class RevCol(nn.Module):
     """Reversible column backbone returning ``[P3, P4, P5]`` (levels 1-3 of the last column).
 
@@ -225,6 +225,7 @@ class RevCol(nn.Module):
         if not isinstance(anchor_every, int) or anchor_every < 0:
             raise ValueError(f"RevCol anchor_every must be an int >= 0, got {anchor_every!r}")
         self.channels, self.layers, self.save_memory = channels, layers, bool(save_memory)
+        self.feature_info = [FeatureInfo(c, 4 * 2**i) for i, c in enumerate(channels) if i > 0]  # P3, P4, P5
         self.anchor_every = anchor_every
         self.stem = nn.Sequential(nn.Conv2d(c1, channels[0], 4, 4), LayerNorm2d(channels[0], eps=1e-6))
         blocks = sum(layers)
