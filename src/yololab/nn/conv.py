@@ -72,7 +72,7 @@ class Conv(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)
         self.bn = nn.BatchNorm2d(c2)
-        self.act = _resolve_act(act, self.default_act)
+        self.act = resolve_act(act, self.default_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bn is None:
@@ -86,8 +86,9 @@ class Conv(nn.Module):
             self.bn = None
 
 
-def _resolve_act(act: bool | str | nn.Module, default: nn.Module) -> nn.Module:
-    """True -> the default SiLU, False/None -> identity, a name -> ``make_act(name)``, a module as given."""
+def resolve_act(act: bool | str | nn.Module | None, default: nn.Module) -> nn.Module:
+    """The ``act`` argument of a conv module: True -> ``default``, False/None -> identity, a name ->
+    ``make_act(name)``, a module as given."""
     if act is True:
         return default
     if act is False or act is None:
