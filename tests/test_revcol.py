@@ -191,7 +191,7 @@ def test_yaml_scales_and_declared_channels():
         (n, _, n_table, _), (s, _, s_table, _) = (build_layers(load_model_yaml(f"yolov8{scale}-revcol.yaml"))
                                                   for scale in "ns")
     assert n_table[0].channels == [48, 96, 192] and s_table[0].channels == [96, 192, 384]
-    assert n[0].channels == [24, 48, 96, 192] and s[0].channels == [48, 96, 192, 384]
+    assert n[0].level_channels == [24, 48, 96, 192] and s[0].level_channels == [48, 96, 192, 384]
     assert n[0].layers == s[0].layers == [1, 1, 1, 1] and len(n[0].columns) == len(s[0].columns) == 3
     assert n[0].save_memory and n[0].anchor_every == 2
 
@@ -204,7 +204,7 @@ def test_paper_variant_row_is_not_width_scaled():
     with torch.device("meta"):
         layers, _, table, _ = build_layers(cfg)
     backbone = layers[0]
-    assert backbone.channels == [64, 128, 256, 512] and backbone.layers == [2, 2, 4, 2]
+    assert backbone.level_channels == [64, 128, 256, 512] and backbone.layers == [2, 2, 4, 2]
     assert len(backbone.columns) == 4 and table[0].channels == [128, 256, 512]
 
 

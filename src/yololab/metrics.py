@@ -255,13 +255,14 @@ def group_by_image(gt: dict, predictions: list[dict], cat_ids: list[int]) -> dic
         g = np.asarray(gts[image_id], dtype=np.float64).reshape(-1, 6)
         d = np.asarray(dts[image_id], dtype=np.float64).reshape(-1, 6)
         groups[image_id] = ImageBoxes(
-            gt_boxes=_xywh_to_xyxy(g[:, :4]), gt_cls=g[:, 4].astype(int), gt_crowd=g[:, 5].astype(bool),
-            dt_boxes=_xywh_to_xyxy(d[:, :4]), dt_cls=d[:, 4].astype(int), dt_scores=d[:, 5],
+            gt_boxes=_ltwh_to_xyxy(g[:, :4]), gt_cls=g[:, 4].astype(int), gt_crowd=g[:, 5].astype(bool),
+            dt_boxes=_ltwh_to_xyxy(d[:, :4]), dt_cls=d[:, 4].astype(int), dt_scores=d[:, 5],
         )
     return groups
 
 
-def _xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+def _ltwh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """COCO ``bbox`` boxes (left, top, width, height) to corners; ``ops.xywh2xyxy`` takes centre boxes."""
     return np.concatenate((boxes[:, :2], boxes[:, :2] + boxes[:, 2:]), 1)
 
 

@@ -224,7 +224,7 @@ class RevCol(nn.Module):
             raise ValueError(f"RevCol drop_path must be in [0, 1), got {drop_path}")
         if not isinstance(anchor_every, int) or anchor_every < 0:
             raise ValueError(f"RevCol anchor_every must be an int >= 0, got {anchor_every!r}")
-        self.channels, self.layers, self.save_memory = channels, layers, bool(save_memory)
+        self.level_channels, self.layers, self.save_memory = channels, layers, bool(save_memory)
         self.feature_info = [FeatureInfo(c, 4 * 2**i) for i, c in enumerate(channels) if i > 0]  # P3, P4, P5
         self.anchor_every = anchor_every
         self.stem = nn.Sequential(nn.Conv2d(c1, channels[0], 4, 4), LayerNorm2d(channels[0], eps=1e-6))
@@ -237,14 +237,14 @@ class RevCol(nn.Module):
         self._init_weights(block)
 
     def _make_level(self, i: int, block: str, kernel: int, rates: list[float], first_column: bool) -> RevLevel:
-        c, n = self.channels[i], self.layers[i]
+        c, n = self.level_channels[i], self.layers[i]
         if block == "convnext":
             start = sum(self.layers[:i])
             body = nn.Sequential(*(ConvNeXtBlock(c, kernel, rates[start + j]) for j in range(n)))
         else:
             body = C2f(c, c, n, shortcut=True)
-        c_lower = self.channels[i - 1] if i > 0 else None
-        c_upper = self.channels[i + 1] if i < 3 else None
+        c_lower = self.level_channels[i - 1] if i > 0 else None
+        c_upper = self.level_channels[i + 1] if i < 3 else None
         return RevLevel(c, c_lower, c_upper, body, first_column)
 
     def _init_weights(self, block: str) -> None:
