@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from yololab.engine.exporter import export_onnx, onnx_max_abs_diff
 from yololab.nn import DetectionModel, ModelConfigError, fuse_modules, load_model_yaml
 from yololab.nn.parse import build_layers
 from yololab.nn.revcol import RevCol, reconstruction_errors
+from model_checks import assert_fuses_and_exports
 
 
 @pytest.fixture(autouse=True)
@@ -245,12 +245,8 @@ def test_c2f_levels_fuse_without_changing_outputs():
 
 def test_onnx_export_matches_pytorch(tmp_path):
     pytest.importorskip("onnxruntime")
-    model = DetectionModel("yolov8n-revcol.yaml").eval()
+    model = DetectionModel("yolov8n-revcol.yaml")
     assert model.stride.tolist() == [8, 16, 32]
-    file = export_onnx(model, tmp_path / "yolov8n-revcol.onnx", imgsz=64)
-    fused = copy.deepcopy(model).fuse()
-    images = torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        out = fused(images)
-    assert out.shape == (1, 84, 8 * 8 + 4 * 4 + 2 * 2)
-    assert onnx_max_abs_diff(file, fused, images) < 1e-4 * out.abs().max().item()
+    y, fused, _ = assert_fuses_and_exports(model, tmp_path, imgsz=64)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert y.shape == (1, 84, 8 * 8 + 4 * 4 + 2 * 2)
