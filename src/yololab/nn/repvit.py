@@ -4,6 +4,8 @@ A MobileNetV3-like CNN reorganised after ViT blocks: a re-parameterizable depthw
 (``RepVGGDW``), squeeze-excite on every other block, and a 1x1 channel-mixer FFN with expansion 2.
 ``fuse()`` folds every BatchNorm of the backbone and collapses each ``RepVGGDW`` into one 3x3
 depthwise convolution with bias. The YAML module ``RepViT`` returns the P3/P4/P5 feature maps.
+
+Documentation: ``docs/modules/repvit.md``.
 """
 
 from __future__ import annotations

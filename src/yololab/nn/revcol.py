@@ -16,6 +16,8 @@ The backbone is one YAML row returning ``[P3, P4, P5]`` (levels 1-3 of the last 
 ``Index``. YAML args: ``[channels, layers, columns, block, kernel, drop_path, save_memory, anchor_every]`` with
 ``channels``/``layers`` nominal (scaled by the file's width/depth like any YOLO width), or
 ``[T, ...]`` / ``[S, ...]`` for the paper's unscaled RevCol-T/S.
+
+Documentation: ``docs/modules/revcol.md``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ Differences from the reference code, on purpose: strided 1x1 paths use ceil-mode
 odd feature sizes give the same shape as the strided k x k conv; pooled statistics keep their
 dimensions (batch size 1 works); the redundant 1x1 conv has no bias (the BatchNorm after it would
 cancel it and it would never receive a gradient); channel splits are checked when built.
+
+Documentation: ``docs/modules/spconv.md``.
 """
 
 from __future__ import annotations

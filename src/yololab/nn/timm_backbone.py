@@ -2,6 +2,8 @@
 
 Weights are never downloaded: models are always created without timm's pretrained sources; a local
 timm checkpoint can be given as ``weights`` and is read with ``torch.load(weights_only=True)`` or safetensors.
+
+Documentation: ``docs/modules/repvit.md``.
 """
 
 from __future__ import annotations
