@@ -51,7 +51,7 @@ def level_config(variant: str) -> tuple[list[int], list[int]]:
         backbone = build_layers(load_model_yaml(variant))[0][0]
     if not isinstance(backbone, RevCol):
         raise ValueError(f"{variant}: row 0 is {type(backbone).__name__}, not RevCol")
-    return backbone.channels, backbone.layers
+    return backbone.level_channels, backbone.layers
 
 
 def build(columns: int, anchor_every: int | None, args: argparse.Namespace) -> RevCol:

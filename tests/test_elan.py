@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from yololab.engine.exporter import export_onnx, onnx_max_abs_diff
 from yololab.nn import DetectionModel, ModelConfigError, load_model_yaml
 from yololab.nn.conv import make_act
 from yololab.nn.elan import ELAN, EELAN, MP, SPPCSPC, ConvAct, EELANSum, ELANH
 from yololab.nn.parse import build_layers
+from model_checks import assert_fuses_and_exports
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ["yolov7-tiny.yaml", "yolov7.yaml", "yolov8n-elan.yaml", "yolov8n-prn.yaml"]
@@ -222,13 +222,5 @@ def test_config_outputs_at_strides_8_16_32_and_gradient_reaches_every_parameter(
 
 @pytest.mark.parametrize("cfg", CONFIGS)
 def test_config_fuses_and_exports_to_onnx_matching_pytorch(cfg, tmp_path):
-    model = _built(cfg).eval()
-    file = export_onnx(model, tmp_path / "model.onnx", imgsz=64)
-    fused = copy.deepcopy(model).fuse()
+    _, fused, _ = assert_fuses_and_exports(copy.deepcopy(_built(cfg)), tmp_path, imgsz=64)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
-    x = torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        reference, out = model(x), fused(x)
-    scale = max(reference.abs().max().item(), 1.0)
-    torch.testing.assert_close(out, reference, rtol=0, atol=1e-4 * scale)
-    assert onnx_max_abs_diff(file, fused, x) < 1e-4 * scale

@@ -17,10 +17,11 @@ from yololab.data import make_large_scene, make_synthetic
 from yololab.engine.exporter import export
 from yololab.engine.predictor import (expand_source, merge_detections, predict, slice_windows,
                                       sliced_predict)
-from yololab.engine.results import PALETTE, Results
+from yololab.engine.results import Results
 from yololab.metrics import yolo_ground_truth
 from yololab.nn import DetectionModel
 from yololab.ops import box_iou
+from yololab.plots import PALETTE
 
 from tiny_training import TINY_MODEL
 

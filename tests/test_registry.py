@@ -6,10 +6,15 @@ import textwrap
 
 import pytest
 import torch
+from torch import nn
 
 from yololab import register
 from yololab.cli import main
-from yololab.nn import DetectionModel, ModelConfigError
+from yololab.nn import DetectionModel, FeatureInfo, ModelConfigError
+from yololab.nn.conv import Conv
+from yololab.nn.repvit import RepViT
+from yololab.nn.revcol import RevCol
+from yololab.nn.timm_backbone import TimmBackbone
 from yololab.plugins import PluginError, load_plugins
 
 TINY = {
@@ -125,3 +130,59 @@ def test_register_refuses_silent_override():
         @register("Conv")
         class Other(nn.Module):
             pass
+
+
+BACKBONES = {
+    "RevCol": lambda: RevCol(3, [8, 16, 24, 32], [1, 1, 1, 1], columns=2),
+    "RepViT": lambda: RepViT(3, "m0_9", width=0.5),
+    "TimmBackbone": lambda: TimmBackbone(3, "mobilenetv3_small_050", [2, 3, 4]),
+}
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_backbone_feature_info_matches_its_outputs(name):
+    backbone = BACKBONES[name]().eval()
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        outputs = backbone(x)
+    assert [f.channels for f in backbone.feature_info] == [o.shape[1] for o in outputs]
+    for f, o in zip(backbone.feature_info, outputs, strict=True):
+        assert (x.shape[2] // o.shape[2], x.shape[3] // o.shape[3]) == (f.stride, f.stride)
+
+
+class TwoLevelBackbone(nn.Module):
+    """A user's backbone returning stride-4 and stride-8 maps; only ``feature_info`` declares its channels."""
+
+    def __init__(self, c1: int, width: int = 8):
+        super().__init__()
+        self.stem = nn.Sequential(Conv(c1, width, 3, 2), Conv(width, 2 * width, 3, 2))
+        self.down = Conv(2 * width, 4 * width, 3, 2)
+        self.feature_info = [FeatureInfo(2 * width, 4), FeatureInfo(4 * width, 8)]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        p2 = self.stem(x)
+        return [p2, self.down(p2)]
+
+
+class ChannelsOnlyBackbone(TwoLevelBackbone):
+    """A mistaken plug-in: ``feature_info`` lists bare channel counts."""
+
+    def __init__(self, c1: int, width: int = 8):
+        super().__init__(c1, width)
+        self.feature_info = [2 * width, 4 * width]
+
+
+def test_plugin_backbone_with_only_feature_info_builds():
+    register(takes_c1=True, scales_c2=False, replace=True)(TwoLevelBackbone)
+    cfg = {"nc": 2,
+           "backbone": [[-1, 1, "TwoLevelBackbone", [8]], [0, 1, "Index", [0]], [0, 1, "Index", [1]]],
+           "head": [[-1, 1, "Conv", [32, 3, 2]], [[1, 2, 3], 1, "Detect", ["nc"]]]}
+    model = DetectionModel(cfg)
+    assert model.table[0].channels == [16, 32] and [r.channels for r in model.table[1:4]] == [16, 32, 32]
+    assert model.stride.tolist() == [4, 8, 16]
+    assert model.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 6, 16 * 16 + 8 * 8 + 4 * 4)
+
+    register(takes_c1=True, scales_c2=False, replace=True)(ChannelsOnlyBackbone)
+    cfg["backbone"][0] = [-1, 1, "ChannelsOnlyBackbone", [8]]
+    with pytest.raises(ModelConfigError, match=r"row 0 .*ChannelsOnlyBackbone.feature_info must be a non-empty list"):
+        DetectionModel(cfg)

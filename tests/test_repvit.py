@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from yololab.engine.exporter import export_onnx, onnx_max_abs_diff
-from yololab.nn import DetectionModel, ModelConfigError
+from yololab.nn import DetectionModel, FeatureInfo, ModelConfigError
 from yololab.nn.parse import build_layers, load_model_yaml
 from yololab.nn.repvit import RepViT, RepVGGDW, SqueezeExcite, load_timm_repvit, repvit_stages
 from model_checks import randomize_batchnorms
@@ -38,7 +38,8 @@ def test_params_and_features_match_timm(variant):
     ref = randomize_batchnorms(_timm_features(variant)).eval()
     ours = RepViT(3, variant)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
-    assert ours.channels == ref.feature_info.channels() and ours.strides == ref.feature_info.reduction()
+    assert [f.channels for f in ours.feature_info] == ref.feature_info.channels()
+    assert [f.stride for f in ours.feature_info] == ref.feature_info.reduction()
     container = nn.Sequential(ours)  # like a DetectionModel row, whose init sets BatchNorm eps to 1e-3
     for m in container.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -54,7 +55,7 @@ def test_params_and_features_match_timm(variant):
 def test_truncated_out_indices_match_timm_params():
     ours = RepViT(3, "m0_9", out_indices=(0, 1, 2))
     ref = _timm_features("m0_9", (0, 1, 2))
-    assert len(ours.stages) == 3 and ours.channels == [48, 96, 192] and ours.strides == [4, 8, 16]
+    assert len(ours.stages) == 3 and ours.feature_info == [FeatureInfo(48, 4), FeatureInfo(96, 8), FeatureInfo(192, 16)]
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
 
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from yololab.engine.exporter import export_onnx, onnx_max_abs_diff
 from yololab.nn import DetectionModel, ModelConfigError, fuse_modules, load_model_yaml
 from yololab.nn.parse import build_layers
 from yololab.nn.revcol import RevCol, reconstruction_errors
+from model_checks import assert_fuses_and_exports
 
 
 @pytest.fixture(autouse=True)
@@ -191,7 +191,7 @@ def test_yaml_scales_and_declared_channels():
         (n, _, n_table, _), (s, _, s_table, _) = (build_layers(load_model_yaml(f"yolov8{scale}-revcol.yaml"))
                                                   for scale in "ns")
     assert n_table[0].channels == [48, 96, 192] and s_table[0].channels == [96, 192, 384]
-    assert n[0].channels == [24, 48, 96, 192] and s[0].channels == [48, 96, 192, 384]
+    assert n[0].level_channels == [24, 48, 96, 192] and s[0].level_channels == [48, 96, 192, 384]
     assert n[0].layers == s[0].layers == [1, 1, 1, 1] and len(n[0].columns) == len(s[0].columns) == 3
     assert n[0].save_memory and n[0].anchor_every == 2
 
@@ -204,7 +204,7 @@ def test_paper_variant_row_is_not_width_scaled():
     with torch.device("meta"):
         layers, _, table, _ = build_layers(cfg)
     backbone = layers[0]
-    assert backbone.channels == [64, 128, 256, 512] and backbone.layers == [2, 2, 4, 2]
+    assert backbone.level_channels == [64, 128, 256, 512] and backbone.layers == [2, 2, 4, 2]
     assert len(backbone.columns) == 4 and table[0].channels == [128, 256, 512]
 
 
@@ -245,12 +245,8 @@ def test_c2f_levels_fuse_without_changing_outputs():
 
 def test_onnx_export_matches_pytorch(tmp_path):
     pytest.importorskip("onnxruntime")
-    model = DetectionModel("yolov8n-revcol.yaml").eval()
+    model = DetectionModel("yolov8n-revcol.yaml")
     assert model.stride.tolist() == [8, 16, 32]
-    file = export_onnx(model, tmp_path / "yolov8n-revcol.onnx", imgsz=64)
-    fused = copy.deepcopy(model).fuse()
-    images = torch.rand(1, 3, 64, 64)
-    with torch.no_grad():
-        out = fused(images)
-    assert out.shape == (1, 84, 8 * 8 + 4 * 4 + 2 * 2)
-    assert onnx_max_abs_diff(file, fused, images) < 1e-4 * out.abs().max().item()
+    y, fused, _ = assert_fuses_and_exports(model, tmp_path, imgsz=64)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert y.shape == (1, 84, 8 * 8 + 4 * 4 + 2 * 2)

@@ -64,6 +64,13 @@ def test_spconv_train_mode_batch_1():
     assert y.shape == (1, 32, 5, 4) and torch.isfinite(y).all()
 
 
+def test_spconv_act_is_resolved_like_conv():
+    assert isinstance(SPConv(8, 8).act, nn.SiLU) and isinstance(SPConv(8, 8, act="leaky_relu").act, nn.LeakyReLU)
+    assert isinstance(SPConv(8, 8, act=False).act, nn.Identity) and isinstance(SPConv(8, 8, act=nn.ReLU()).act, nn.ReLU)
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        SPConv(8, 8, act="swish")
+
+
 def test_fusion_weights_are_a_per_channel_softmax():
     torch.manual_seed(0)
     module = SplitConv(16, 24, 3, 2).eval()

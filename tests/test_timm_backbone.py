@@ -13,7 +13,7 @@ from torch import nn
 from yololab.engine.exporter import export_onnx, onnx_max_abs_diff
 from yololab.nn import DetectionModel, ModelConfigError
 from yololab.nn.parse import build_layers, load_model_yaml
-from yololab.nn.timm_backbone import TimmBackbone, load_local_state_dict, timm_feature_channels
+from yololab.nn.timm_backbone import TimmBackbone, load_local_state_dict
 from model_checks import randomize_batchnorms
 
 SMALL = "mobilenetv3_small_050"  # 1.6M params: keeps the weight-loading tests cheap
@@ -26,14 +26,15 @@ def _timm_cfg(args: list) -> dict:
 
 
 def test_channels_come_from_feature_info_without_forward():
-    assert timm_feature_channels("resnet18", (2, 3, 4)) == [128, 256, 512]
+    with torch.device("meta"):
+        assert [f.channels for f in TimmBackbone(3, "resnet18", [2, 3, 4]).feature_info] == [128, 256, 512]
     _, _, table, _ = build_layers(_timm_cfg([SMALL, [2, 3, 4]]))
     assert table[0].channels == [16, 24, 288] and [r.channels for r in table[1:4]] == [16, 24, 288]
     backbone = TimmBackbone(1, SMALL, [2, 3, 4]).eval()  # in_chans follows the row's input channels
     with torch.no_grad():
         outs = backbone(torch.rand(1, 1, 64, 64))
-    assert [o.shape[1] for o in outs] == backbone.channels == [16, 24, 288]
-    assert backbone.strides == [8, 16, 32] and [o.shape[-1] for o in outs] == [8, 4, 2]
+    assert [o.shape[1] for o in outs] == [f.channels for f in backbone.feature_info] == [16, 24, 288]
+    assert [f.stride for f in backbone.feature_info] == [8, 16, 32] and [o.shape[-1] for o in outs] == [8, 4, 2]
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])

@@ -1,3 +1,3 @@
-"""The package version (its own module, so that any module can import it without importing the package)."""
+"""The package version, importable by every layer without importing the package's public API."""
 
 __version__ = "0.1.0"

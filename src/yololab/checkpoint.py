@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from ._version import __version__
+from .nn import DetectionModel
 from .utils.files import write_atomic
 
 FORMAT = "yololab-checkpoint"
@@ -21,8 +23,6 @@ class CheckpointError(ValueError):
 
 def versions() -> dict[str, str]:
     """Versions recorded in every checkpoint."""
-    from . import __version__
-
     return {"yololab": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
@@ -55,10 +55,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any] | str | Path):
+def model_from_checkpoint(ckpt: dict[str, Any] | str | Path) -> DetectionModel:
     """Rebuild the DetectionModel described by a checkpoint's metadata and load its weights."""
-    from .nn import DetectionModel
-
     if not isinstance(ckpt, dict):
         ckpt = load_checkpoint(ckpt)
     meta = ckpt["meta"]

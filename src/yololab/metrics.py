@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from faster_coco_eval import COCO, COCOeval_faster
 
+from .data.records import coco_image_ids
 from .ops import box_iou, xyxy2xywh
 
 PR_IOU = 0.5  # IoU at which precision, recall, F1 and the confusion matrix count a detection as correct
@@ -83,19 +84,6 @@ def check_predictions(gt: dict, predictions: list[dict]) -> None:
                          f"{sorted(cat_ids)}")
 
 
-def coco_image_ids(files: Iterable[str | Path]) -> dict[str, int]:
-    """The image ids of every COCO file yololab writes (ground truth, converted sets, predictions).
-
-    When every file stem is a distinct number (COCO's own naming, ``000000000139.jpg``), the id is that number;
-    otherwise the ids are 1..N in file-name order. Keys are the files as given (``str``).
-    """
-    files = [str(f) for f in files]
-    stems = [Path(f).stem for f in files]
-    if stems and all(s.isdigit() for s in stems) and len({int(s) for s in stems}) == len(stems):
-        return {f: int(s) for f, s in zip(files, stems)}
-    return {f: i for i, f in enumerate(sorted(files, key=lambda f: (Path(f).name, f)), 1)}
-
-
 def coco_records(det: torch.Tensor, image_id: int, category_ids: dict[int, int] | None = None) -> list[dict]:
     """COCO result dicts of one image from (n, 6) x1 y1 x2 y2 score class (bbox = x, y, w, h; 3 decimals);
     ``category_ids`` maps class index -> category id (default: the class index itself)."""
@@ -109,7 +97,7 @@ def coco_records(det: torch.Tensor, image_id: int, category_ids: dict[int, int] 
 def yolo_ground_truth(labels: Iterable[dict], names: dict[int, str]) -> dict:
     """COCO ground truth from YOLO labels (``{"im_file", "shape": (h, w), "cls", "bboxes": normalized xywh}``).
 
-    Image ids follow ``coco_image_ids``, category id = class index, ``area`` = box area in pixels
+    Image ids follow ``data.records.coco_image_ids``, category id = class index, ``area`` = box area in pixels
     (official COCO uses the mask area, so APs/APm/APl of a converted COCO set can differ slightly).
     """
     labels = list(labels)
@@ -267,13 +255,14 @@ def group_by_image(gt: dict, predictions: list[dict], cat_ids: list[int]) -> dic
         g = np.asarray(gts[image_id], dtype=np.float64).reshape(-1, 6)
         d = np.asarray(dts[image_id], dtype=np.float64).reshape(-1, 6)
         groups[image_id] = ImageBoxes(
-            gt_boxes=_xywh_to_xyxy(g[:, :4]), gt_cls=g[:, 4].astype(int), gt_crowd=g[:, 5].astype(bool),
-            dt_boxes=_xywh_to_xyxy(d[:, :4]), dt_cls=d[:, 4].astype(int), dt_scores=d[:, 5],
+            gt_boxes=_ltwh_to_xyxy(g[:, :4]), gt_cls=g[:, 4].astype(int), gt_crowd=g[:, 5].astype(bool),
+            dt_boxes=_ltwh_to_xyxy(d[:, :4]), dt_cls=d[:, 4].astype(int), dt_scores=d[:, 5],
         )
     return groups
 
 
-def _xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+def _ltwh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """COCO ``bbox`` boxes (left, top, width, height) to corners; ``ops.xywh2xyxy`` takes centre boxes."""
     return np.concatenate((boxes[:, :2], boxes[:, :2] + boxes[:, 2:]), 1)
 
 

@@ -1,7 +1,7 @@
 """Plots saved in run folders: small functions, each writing one image file.
 
 Figures are made with ``matplotlib.figure.Figure`` (no pyplot, so no GUI backend and no global state); text uses
-matplotlib's bundled DejaVu font, nothing is downloaded. Boxes on images are drawn by
+matplotlib's bundled DejaVu font, nothing is downloaded. The class colours here are also the box colours of
 ``yololab.engine.results.Results.plot``.
 """
 
@@ -14,9 +14,26 @@ import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
-from .engine.results import class_colour
-
 MAX_LEGEND = 20  # above this many classes the per-class curves are drawn without a legend
+
+# Tableau-20 colours (RGB): distinct hues, dark and light variants interleaved.
+PALETTE = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+    (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
+    (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148), (247, 182, 210), (199, 199, 199),
+    (219, 219, 141), (158, 218, 229),
+)
+
+
+def class_colour(cls: int) -> tuple[int, int, int]:
+    """RGB colour of a class index (cycles through PALETTE)."""
+    return PALETTE[int(cls) % len(PALETTE)]
+
+
+def text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Black or white, whichever reads better on ``background`` (relative luminance)."""
+    r, g, b = background
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
 
 
 def _save(fig: Figure, file: str | Path) -> Path:

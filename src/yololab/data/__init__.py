@@ -5,10 +5,10 @@ from .cache import cache_root
 from .check import check_data, format_check_report, plot_label_distribution
 from .config import DataConfig, DataConfigError, load_data_config
 from .dataset import DEFAULT_HYP, YoloDataset, build_dataloader
-from .formats import (DetectionSet, ImageRecord, convert, read_coco, read_voc, read_yolo, write_coco, write_voc,
-                      write_yolo)
+from .formats import DetectionSet, convert, read_coco, read_voc, read_yolo, write_voc, write_yolo
 from .image import ImageError, load_image
 from .labels import load_labels
+from .records import ImageRecord, write_coco
 from .report import PROBLEM_KINDS, ProblemReport
 from .synthetic import make_large_scene, make_synthetic, synthetic_dataset
 

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from .image import is_image_file
+from .synthetic import synthetic_dataset
 
 
 class DataConfigError(ValueError):
@@ -43,8 +44,6 @@ def load_data_config(data: str | Path) -> DataConfig:
     list's folder) or a list of those; ``names`` is a list or an ``{id: name}`` dict.
     """
     if str(data) == "synthetic":
-        from .synthetic import synthetic_dataset
-
         data = synthetic_dataset()
     yaml_file = Path(data).expanduser().resolve()
     if not yaml_file.is_file():

@@ -2,7 +2,7 @@
 
 Every reader returns a DetectionSet (class names, ImageRecords per split, the problems found); every
 writer takes one. Boxes are validated with the same rules as training labels (see ``labels.py``).
-COCO ``category_id`` is written as the class index, image ids are 1..N in file-name order.
+COCO ``category_id`` is written as the class index, image ids follow ``records.coco_image_ids``.
 """
 
 from __future__ import annotations
@@ -18,25 +18,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..metrics import coco_image_ids
 from .boxes import scale_boxes, xywh_to_xyxy
 from .config import load_data_config
 from .image import ImageError, inspect_image
 from .labels import LabelError, clean_boxes, load_labels
+from .records import ImageRecord, write_coco, write_label_file
 from .report import ProblemReport
 
 FORMATS = ("yolo", "coco", "voc")
-
-
-@dataclass
-class ImageRecord:
-    """One image and its boxes."""
-
-    file: Path
-    height: int
-    width: int
-    cls: np.ndarray  # (n,) int64 class indices
-    boxes: np.ndarray  # (n, 4) float32 xyxy pixels
 
 
 @dataclass
@@ -212,14 +201,6 @@ def _guess_image_dir(json_file: Path, split: str, file_names: list[str]) -> Path
 
 
 # --- writers
-def write_label_file(path: Path, cls: np.ndarray, boxes: np.ndarray, width: int, height: int) -> None:
-    """A YOLO txt label from xyxy pixel boxes (6 decimals)."""
-    rows = [f"{int(c)} {(x1 + x2) / 2 / width:.6f} {(y1 + y2) / 2 / height:.6f} "
-            f"{(x2 - x1) / width:.6f} {(y2 - y1) / height:.6f}"
-            for c, (x1, y1, x2, y2) in zip(cls, boxes)]
-    path.write_text("\n".join(rows) + ("\n" if rows else ""))
-
-
 def write_yolo(dset: DetectionSet, out: str | Path) -> Path:
     """``out/images/<split>``, ``out/labels/<split>``, ``out/data.yaml``; returns the yaml path."""
     out = Path(out)
@@ -231,25 +212,6 @@ def write_yolo(dset: DetectionSet, out: str | Path) -> Path:
     data = {"path": ".", **{s: f"images/{s}" for s in dset.splits}, "names": dict(dset.names)}
     (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return out / "data.yaml"
-
-
-def write_coco(records: list[ImageRecord], names: dict[int, str], json_path: str | Path) -> Path:
-    """A COCO detection json: image ids by ``metrics.coco_image_ids``, category_id = class index, area = w*h."""
-    json_path = Path(json_path)
-    ids = coco_image_ids(r.file for r in records)
-    images, annotations = [], []
-    for r in sorted(records, key=lambda x: ids[str(x.file)]):
-        image_id = ids[str(r.file)]
-        images.append({"id": image_id, "file_name": r.file.name, "width": int(r.width), "height": int(r.height)})
-        for c, (x1, y1, x2, y2) in zip(r.cls, r.boxes.tolist()):
-            w, h = x2 - x1, y2 - y1
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(c),
-                                "bbox": [round(x1, 3), round(y1, 3), round(w, 3), round(h, 3)],
-                                "area": round(w * h, 3), "iscrowd": 0})
-    categories = [{"id": int(i), "name": n, "supercategory": "none"} for i, n in sorted(names.items())]
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
-    return json_path
 
 
 def write_voc(dset: DetectionSet, out: str | Path) -> Path:

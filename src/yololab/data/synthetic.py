@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from .cache import cache_root
-from .formats import ImageRecord, write_coco, write_label_file
+from .records import ImageRecord, write_coco, write_label_file
 
 SYNTHETIC_VERSION = 1  # bump when the generator changes: the cached folder name changes with it
 NAMES = {0: "circle", 1: "square", 2: "triangle", 3: "cross"}

@@ -23,7 +23,7 @@ from torch import nn
 from ..checkpoint import load_model
 from ..data.config import read_list_file
 from ..data.image import IMG_SUFFIXES, load_image
-from ..metrics import coco_image_ids
+from ..data.records import coco_image_ids
 from ..ops import non_max_suppression, unletterbox_boxes
 from ..utils.files import write_json
 from ..utils.torch_utils import fused_copy, select_device

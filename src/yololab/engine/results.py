@@ -10,25 +10,7 @@ import torch
 
 from ..metrics import coco_records
 from ..ops import xyxy2xywh
-
-# Tableau-20 colours (RGB): distinct hues, dark and light variants interleaved.
-PALETTE = (
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-    (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120),
-    (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148), (247, 182, 210), (199, 199, 199),
-    (219, 219, 141), (158, 218, 229),
-)
-
-
-def class_colour(cls: int) -> tuple[int, int, int]:
-    """RGB colour of a class index (cycles through PALETTE)."""
-    return PALETTE[int(cls) % len(PALETTE)]
-
-
-def text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Black or white, whichever reads better on ``background`` (relative luminance)."""
-    r, g, b = background
-    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
+from ..plots import class_colour, text_colour
 
 
 class Boxes:

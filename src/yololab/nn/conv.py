@@ -1,4 +1,4 @@
-"""Convolution building blocks and Conv+BN folding."""
+"""Convolution building blocks, activations and folding (Conv+BN, ``fuse_modules`` for a whole model)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,18 @@ def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused
 
 
+def fuse_modules(root: nn.Module) -> None:
+    """Call ``fuse()`` on the outermost modules that define it; a module's ``fuse()`` owns its subtree.
+
+    Modules without ``fuse()`` are walked into; BatchNorms that no module knows how to fold stay as they are.
+    """
+    for child in root.children():
+        if callable(getattr(child, "fuse", None)):
+            child.fuse()
+        else:
+            fuse_modules(child)
+
+
 @register
 class Conv(nn.Module):
     """Conv2d + BatchNorm2d + SiLU, the basic YOLO convolution."""
@@ -60,7 +72,7 @@ class Conv(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)
         self.bn = nn.BatchNorm2d(c2)
-        self.act = _resolve_act(act, self.default_act)
+        self.act = resolve_act(act, self.default_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bn is None:
@@ -74,8 +86,9 @@ class Conv(nn.Module):
             self.bn = None
 
 
-def _resolve_act(act: bool | str | nn.Module, default: nn.Module) -> nn.Module:
-    """True -> the default SiLU, False/None -> identity, a name -> ``make_act(name)``, a module as given."""
+def resolve_act(act: bool | str | nn.Module | None, default: nn.Module) -> nn.Module:
+    """The ``act`` argument of a conv module: True -> ``default``, False/None -> identity, a name ->
+    ``make_act(name)``, a module as given."""
     if act is True:
         return default
     if act is False or act is None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .conv import fuse_modules
 from .head import Detect
 from .parse import ModelConfigError, Row, build_layers, load_model_yaml
 
@@ -91,14 +92,3 @@ def _gather(source: int | list[int], x, outputs: list):
         return x if source == -1 else outputs[source]
     return [x if j == -1 else outputs[j] for j in source]
 
-
-def fuse_modules(root: nn.Module) -> None:
-    """Call ``fuse()`` on the outermost modules that define it; a module's ``fuse()`` owns its subtree.
-
-    Modules without ``fuse()`` are walked into; BatchNorms that no module knows how to fold stay as they are.
-    """
-    for child in root.children():
-        if callable(getattr(child, "fuse", None)):
-            child.fuse()
-        else:
-            fuse_modules(child)

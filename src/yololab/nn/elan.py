@@ -6,6 +6,8 @@ of stacked computational blocks; YOLOv7 (Wang, Bochkovskiy, Liao, 2022) is built
 
 Every module here takes an ``act`` name (``yololab.nn.conv.ACTIVATIONS``) so that YOLOv7-tiny's LeakyReLU(0.1) can
 be chosen per YAML row without touching ``Conv.default_act``.
+
+Documentation: ``docs/modules/gradient-path.md``.
 """
 
 from __future__ import annotations

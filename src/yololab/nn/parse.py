@@ -180,7 +180,7 @@ def _build_row(i: int, row: Any, channels: list, ch_in: int, ctx: BuildContext,
     except TypeError as e:
         raise ModelConfigError(f"{name}{tuple(args)}: wrong arguments ({e})") from None
     params = sum(p.numel() for p in layer.parameters())
-    out = spec.channels(c_in, args)
+    out = spec.channels(c_in, args, layer)
     # -1 stays relative (the running tensor); other sources become absolute row indices
     routed = [-1 if s == -1 else j for s, j in zip(source if isinstance(source, list) else [source], sources)]
     layer.i, layer.f, layer.type = i, (routed if isinstance(source, list) else routed[0]), spec.name

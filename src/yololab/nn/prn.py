@@ -8,6 +8,8 @@ From "Designing Network Design Strategies Through Gradient Path Analysis" (Wang,
 - stage level, CSP: only part of the stage input runs through the block stack; the fusion
   placement (where the 1x1 transitions sit around the concatenation) is selectable, as compared
   in the CSPNet paper.
+
+Documentation: ``docs/modules/gradient-path.md``.
 """
 
 from __future__ import annotations

@@ -6,10 +6,16 @@ The parser never special-cases a class. Instead each registered module says:
 - ``scales_c2``: the first YAML arg is an output width, scaled by the file's width multiple;
 - ``takes_repeats``: the depth-scaled repeat count is inserted after ``c1, c2`` and the row is
   built once (otherwise ``repeats > 1`` builds an ``nn.Sequential`` of copies);
-- ``out_channels(c_in, args)``: output channels (an int, or a list for multi-output rows);
+- ``out_channels(c_in, args)``: output channels of the row; when absent, a multi-output row's channels come
+  from its ``feature_info`` and any other row's from ``scales_c2`` (its width) or its input;
 - ``prepare(args, c_in, ctx)``: optional hook run after the default wiring, to rewrite the final
   constructor args (scale-dependent rules, heads that take the list of input channels).
 - ``modern_head``: a model containing this module gets the YOLO11 class-branch layout in Detect.
+
+Backbone contract (as timm's ``feature_info``): a module whose forward returns a list of feature maps (RevCol,
+RepViT, TimmBackbone, plug-in backbones) sets ``self.feature_info`` in ``__init__``: a list of ``FeatureInfo``,
+one per returned map in order, giving its ``channels`` and ``stride`` (input pixels per output pixel). It is the
+one source of the row's output channels; pick maps from such a row with ``Index``.
 """
 
 from __future__ import annotations
@@ -45,6 +51,14 @@ class BuildContext:
         return max(round(n * self.depth), 1) if n > 1 else n
 
 
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One feature map returned by a multi-output backbone: its channels and stride (reduction)."""
+
+    channels: int
+    stride: int
+
+
 def make_divisible(x: float, divisor: int = 8) -> int:
     """Smallest multiple of ``divisor`` that is >= ``x``."""
     return int(math.ceil(x / divisor) * divisor)
@@ -64,10 +78,17 @@ class ModuleSpec:
     modern_head: bool = False
     description: str = ""
 
-    def channels(self, c_in: Any, args: list) -> int | list[int]:
-        """Output channels of a row built with final constructor ``args`` from inputs ``c_in``."""
+    def channels(self, c_in: Any, args: list, layer: nn.Module) -> int | list[int]:
+        """Output channels of ``layer``, the row built with final constructor ``args`` from inputs ``c_in``."""
         if self.out_channels is not None:
             return self.out_channels(c_in, args)
+        feature_info = getattr(layer, "feature_info", None)
+        if feature_info is not None:
+            if not (isinstance(feature_info, list) and feature_info
+                    and all(isinstance(f, FeatureInfo) for f in feature_info)):
+                raise ValueError(f"{self.name}.feature_info must be a non-empty list of "
+                                 f"FeatureInfo(channels, stride), got {feature_info!r}")
+            return [f.channels for f in feature_info]
         if self.scales_c2:
             return args[1] if self.takes_c1 else args[0]
         return c_in

@@ -4,6 +4,8 @@ A MobileNetV3-like CNN reorganised after ViT blocks: a re-parameterizable depthw
 (``RepVGGDW``), squeeze-excite on every other block, and a 1x1 channel-mixer FFN with expansion 2.
 ``fuse()`` folds every BatchNorm of the backbone and collapses each ``RepVGGDW`` into one 3x3
 depthwise convolution with bias. The YAML module ``RepViT`` returns the P3/P4/P5 feature maps.
+
+Documentation: ``docs/modules/repvit.md``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import Conv, fuse_conv_bn
-from .detector import fuse_modules
-from .registry import BuildContext, make_divisible, register
+from .conv import Conv, fuse_conv_bn, fuse_modules
+from .registry import BuildContext, FeatureInfo, make_divisible, register
+from .timm_backbone import load_local_state_dict
 
 
 @dataclass(frozen=True)
@@ -186,13 +188,6 @@ def _check_out_indices(out_indices) -> tuple[int, ...]:
     return indices
 
 
-def _repvit_channels(c_in: int, args: list) -> list[int]:
-    """Output channels of a RepViT row from its final constructor args ``[c1, variant, depth, width, out]``."""
-    _, variant, depth, width, *rest = args
-    widths = repvit_stages(variant, depth, width).widths
-    return [widths[i] for i in _check_out_indices(rest[0] if rest else (1, 2, 3))]
-
-
 def _repvit_yaml_scaling(args: list, c_in: int, ctx: BuildContext) -> list:
     """YAML ``[variant, ref_depth, ref_width, out_indices]`` -> ``RepViT(c1, variant, depth, width, out_indices)``.
 
@@ -212,7 +207,7 @@ def _repvit_yaml_scaling(args: list, c_in: int, ctx: BuildContext) -> list:
     return [c1, variant, depth, width, out_indices]
 
 
-@register(takes_c1=True, scales_c2=False, out_channels=_repvit_channels, prepare=_repvit_yaml_scaling)
+@register(takes_c1=True, scales_c2=False, prepare=_repvit_yaml_scaling)
 class RepViT(nn.Module):
     """RepViT backbone returning the feature maps of stages ``out_indices`` (default P3/P4/P5).
 
@@ -226,8 +221,7 @@ class RepViT(nn.Module):
         super().__init__()
         self.spec = repvit_stages(variant, depth, width)
         self.out_indices = _check_out_indices(out_indices)
-        self.channels = [self.spec.widths[i] for i in self.out_indices]
-        self.strides = [STAGE_STRIDES[i] for i in self.out_indices]
+        self.feature_info = [FeatureInfo(self.spec.widths[i], STAGE_STRIDES[i]) for i in self.out_indices]
         widths, depths = self.spec.widths, self.spec.depths
         self.stem = RepViTStem(c1, widths[0])
         self.stages = nn.ModuleList(
@@ -288,8 +282,6 @@ def load_timm_repvit(model: nn.Module, weights: str | Path | dict[str, torch.Ten
     """
     backbone = _single_repvit(model)
     if not isinstance(weights, dict):
-        from .timm_backbone import load_local_state_dict
-
         weights = load_local_state_dict(weights)
     state = timm_repvit_to_yololab(weights)
     built_stages = len(backbone.stages)

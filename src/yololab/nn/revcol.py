@@ -16,6 +16,8 @@ The backbone is one YAML row returning ``[P3, P4, P5]`` (levels 1-3 of the last 
 ``Index``. YAML args: ``[channels, layers, columns, block, kernel, drop_path, save_memory, anchor_every]`` with
 ``channels``/``layers`` nominal (scaled by the file's width/depth like any YOLO width), or
 ``[T, ...]`` / ``[S, ...]`` for the paper's unscaled RevCol-T/S.
+
+Documentation: ``docs/modules/revcol.md``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .block import C2f
-from .registry import BuildContext, register
+from .registry import BuildContext, FeatureInfo, register
 
 # channels C0..C3, blocks per level, columns (megvii-research/RevCol model factory functions)
 REVCOL_VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...], int]] = {
@@ -187,7 +189,7 @@ def _revcol_args(args: list, c_in: int, ctx: BuildContext) -> list:
     return [c1, channels, [ctx.depth_of(n) for n in _check_levels("layers", layers, 1)], *rest]
 
 
-@register(scales_c2=False, prepare=_revcol_args, out_channels=lambda c_in, args: list(args[1][1:]))
+@register(scales_c2=False, prepare=_revcol_args)
 class RevCol(nn.Module):
     """Reversible column backbone returning ``[P3, P4, P5]`` (levels 1-3 of the last column).
 
@@ -224,7 +226,8 @@ class RevCol(nn.Module):
             raise ValueError(f"RevCol drop_path must be in [0, 1), got {drop_path}")
         if not isinstance(anchor_every, int) or anchor_every < 0:
             raise ValueError(f"RevCol anchor_every must be an int >= 0, got {anchor_every!r}")
-        self.channels, self.layers, self.save_memory = channels, layers, bool(save_memory)
+        self.level_channels, self.layers, self.save_memory = channels, layers, bool(save_memory)
+        self.feature_info = [FeatureInfo(c, 4 * 2**i) for i, c in enumerate(channels) if i > 0]  # P3, P4, P5
         self.anchor_every = anchor_every
         self.stem = nn.Sequential(nn.Conv2d(c1, channels[0], 4, 4), LayerNorm2d(channels[0], eps=1e-6))
         blocks = sum(layers)
@@ -236,14 +239,14 @@ class RevCol(nn.Module):
         self._init_weights(block)
 
     def _make_level(self, i: int, block: str, kernel: int, rates: list[float], first_column: bool) -> RevLevel:
-        c, n = self.channels[i], self.layers[i]
+        c, n = self.level_channels[i], self.layers[i]
         if block == "convnext":
             start = sum(self.layers[:i])
             body = nn.Sequential(*(ConvNeXtBlock(c, kernel, rates[start + j]) for j in range(n)))
         else:
             body = C2f(c, c, n, shortcut=True)
-        c_lower = self.channels[i - 1] if i > 0 else None
-        c_upper = self.channels[i + 1] if i < 3 else None
+        c_lower = self.level_channels[i - 1] if i > 0 else None
+        c_upper = self.level_channels[i + 1] if i < 3 else None
         return RevLevel(c, c_lower, c_upper, body, first_column)
 
     def _init_weights(self, block: str) -> None:

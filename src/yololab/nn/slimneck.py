@@ -8,6 +8,8 @@ authors' YOLOv5 layout. The shuffle is the ShuffleNet interleave of the paper's 
 YOLOv8 port (their YOLOv5 port orders channels differently, so its weights load but do not compute
 the same function). Unlike the authors' code, no layer is built that the forward pass does not use,
 and the repeat count ``n`` is honoured by every block.
+
+Documentation: ``docs/modules/slimneck.md``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ Differences from the reference code, on purpose: strided 1x1 paths use ceil-mode
 odd feature sizes give the same shape as the strided k x k conv; pooled statistics keep their
 dimensions (batch size 1 works); the redundant 1x1 conv has no bias (the BatchNorm after it would
 cancel it and it would never receive a gradient); channel splits are checked when built.
+
+Documentation: ``docs/modules/spconv.md``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from torch import nn
 
 from .block import Bottleneck, C2f
-from .conv import Conv, fuse_conv_bn
+from .conv import Conv, fuse_conv_bn, resolve_act
 from .registry import register
 
 
@@ -88,11 +90,12 @@ class SplitConv(nn.Module):
 class SPConv(nn.Module):
     """SPConv used like a k x k ``Conv``: SplitConv -> BatchNorm -> SiLU. YAML args ``[c2, k, s, ratio]``."""
 
-    def __init__(self, c1: int, c2: int, k: int = 3, s: int = 1, ratio: float = 0.5, act: bool | nn.Module = True):
+    def __init__(self, c1: int, c2: int, k: int = 3, s: int = 1, ratio: float = 0.5,
+                 act: bool | str | nn.Module = True):
         super().__init__()
         self.conv = SplitConv(c1, c2, k, s, ratio)
         self.bn = nn.BatchNorm2d(c2)
-        self.act = Conv.default_act if act is True else act if isinstance(act, nn.Module) else nn.Identity()
+        self.act = resolve_act(act, Conv.default_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))

@@ -2,18 +2,19 @@
 
 Weights are never downloaded: models are always created without timm's pretrained sources; a local
 timm checkpoint can be given as ``weights`` and is read with ``torch.load(weights_only=True)`` or safetensors.
+
+Documentation: ``docs/modules/repvit.md``.
 """
 
 from __future__ import annotations
 
-import functools
 import pickle
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .registry import register
+from .registry import FeatureInfo, register
 
 
 def load_local_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -60,18 +61,6 @@ def _check_covers_model(name: str, in_chans: int, state_dict: dict[str, torch.Te
                            "expected a timm state_dict of the same model")
 
 
-def timm_feature_channels(name: str, out_indices: tuple[int, ...], in_chans: int = 3) -> list[int]:
-    """Channels of a timm ``features_only`` model, read from ``feature_info`` of a meta-device copy (no forward)."""
-    return list(_meta_feature_channels(name, out_indices, in_chans))
-
-
-@functools.lru_cache(maxsize=64)
-def _meta_feature_channels(name: str, out_indices: tuple[int, ...], in_chans: int) -> tuple[int, ...]:
-    with torch.device("meta"):
-        model = _create_timm_features(name, out_indices, in_chans)
-    return tuple(model.feature_info.channels())
-
-
 def _indices(out_indices) -> tuple[int, ...]:
     indices = (out_indices,) if isinstance(out_indices, int) else out_indices
     if not isinstance(indices, (list, tuple)) or not indices or not all(isinstance(i, int) for i in indices):
@@ -79,12 +68,7 @@ def _indices(out_indices) -> tuple[int, ...]:
     return tuple(indices)
 
 
-def _timm_channels(c_in: int, args: list) -> list[int]:
-    c1, name, out_indices, *_ = args
-    return timm_feature_channels(str(name), _indices(out_indices), c1)
-
-
-@register(takes_c1=True, scales_c2=False, out_channels=_timm_channels)
+@register(takes_c1=True, scales_c2=False)
 class TimmBackbone(nn.Module):
     """A timm model with ``features_only=True``: YAML ``[name, out_indices, weights]``, e.g. ``[resnet18, [2, 3, 4]]``.
 
@@ -104,8 +88,8 @@ class TimmBackbone(nn.Module):
         except RuntimeError as e:
             where = f" with weights {weights}" if weights is not None else ""
             raise RuntimeError(f"timm model {name!r}{where}: {' '.join(str(e).split())[:400]}") from None
-        self.channels = self.model.feature_info.channels()
-        self.strides = self.model.feature_info.reduction()
+        info = self.model.feature_info
+        self.feature_info = [FeatureInfo(c, s) for c, s in zip(info.channels(), info.reduction(), strict=True)]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.model(x)
