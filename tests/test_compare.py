@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from yololab.ablation.plots import write_plots
+from yololab.ablation.report import write_report
+from yololab.ablation.runner import RunResult, run_all
+from yololab.ablation.statistics import analyse
 from yololab.cli import main
-from yololab.engine.compare import RunResult, analyse, run_all, write_plots, write_report
 
 MODELS = ["yolov8n.yaml", "yolov8n-slimneck.yaml"]
 
@@ -165,8 +168,8 @@ def test_real_tiny_compare_writes_every_file(tmp_path, capsys, monkeypatch):
 
 
 def test_an_interrupted_run_of_the_same_recipe_resumes_from_last_pt(tmp_path):
+    from yololab.ablation.runner import train_command
     from yololab.checkpoint import save_checkpoint
-    from yololab.engine.compare import train_command
 
     run_dir, recipe = tmp_path / "yolov8n-seed0", {"epochs": 3, "optimizer": "SGD"}
     fresh = train_command(MODELS[0], 0, run_dir, recipe)
@@ -178,3 +181,28 @@ def test_an_interrupted_run_of_the_same_recipe_resumes_from_last_pt(tmp_path):
     assert "epochs=5" in train_command(MODELS[0], 0, run_dir, {**recipe, "epochs": 5})  # another recipe: restart
     save_checkpoint(last, {}, {"epoch": 3})  # finished (no training state) but no result.json: train it again
     assert "model=yolov8n.yaml" in train_command(MODELS[0], 0, run_dir, recipe)
+
+
+def test_nothing_below_the_ablation_layer_imports_it():
+    import ast
+
+    import yololab
+
+    root = Path(yololab.__file__).parent
+    above = {root / "cli.py", root / "commands.py", root / "__main__.py"}  # the only layer on top of ablation
+    offenders = []
+    for file in sorted(root.rglob("*.py")):
+        if file in above or root / "ablation" in file.parents:
+            continue
+        package = ".".join(("yololab", *file.relative_to(root).parent.parts))
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+                names = [".".join(p for p in (base, node.module or "", alias.name) if p) for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            offenders += [f"{file.relative_to(root)}:{node.lineno}" for name in names
+                          if name.startswith("yololab.ablation")]
+    assert not offenders, f"a lower layer imports yololab.ablation: {offenders}"

@@ -228,9 +228,9 @@ COMPARE_KEYS = ("models", "data", "seeds", "epochs", "imgsz", "batch", "nbs", "d
 @command("compare", COMPARE_KEYS, "train models x seeds under one pinned recipe; verdicts better/worse/within noise",
          defaults={"optimizer": "SGD"})
 def compare(s: dict[str, Any]) -> dict:
+    from .ablation import RECIPE_KEYS, compare as run_compare
     from .cfg import ConfigError, defaults
     from .data import load_data_config
-    from .engine.compare import RECIPE_KEYS, compare as run_compare
     from .engine.trainer import resolve_lr0
     from .utils.dist import device_list
 

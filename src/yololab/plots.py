@@ -98,53 +98,6 @@ def save_image_grid(rows: Sequence[Sequence[np.ndarray]], file: str | Path, gap:
     return file
 
 
-def plot_tradeoff(points: dict[str, tuple[float, float, float]], xlabel: str, ylabel: str,
-                  file: str | Path) -> Path:
-    """One point per model: ``{name: (x, y_mean, y_std)}`` with vertical error bars (e.g. mAP vs GFLOPs)."""
-    fig = Figure(figsize=(6, 4.5), tight_layout=True)
-    ax = fig.subplots()
-    for i, (name, (x, y, err)) in enumerate(points.items()):
-        ax.errorbar([x], [y], yerr=[err], fmt="o", capsize=4, color=f"C{i % 10}", label=name)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    return _save(fig, file)
-
-
-def plot_metric_bars(values: dict[str, dict[str, tuple[float, float]]], file: str | Path) -> Path:
-    """Grouped bars with error bars: ``{metric: {model: (mean, std)}}``."""
-    metrics = list(values)
-    models = list(next(iter(values.values()))) if values else []
-    fig = Figure(figsize=(max(6.0, 1.2 * len(metrics) * max(len(models), 1) / 2), 4.5), tight_layout=True)
-    ax = fig.subplots()
-    width = 0.8 / max(len(models), 1)
-    for j, model in enumerate(models):
-        xs = np.arange(len(metrics)) + (j - (len(models) - 1) / 2) * width
-        means = [values[m][model][0] for m in metrics]
-        stds = [values[m][model][1] for m in metrics]
-        ax.bar(xs, means, width, yerr=stds, capsize=3, label=model, color=f"C{j % 10}")
-    ax.set_xticks(np.arange(len(metrics)), metrics)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, file)
-
-
-def plot_curves(curves: dict[str, list[tuple[Sequence[float], Sequence[float]]]], xlabel: str, ylabel: str,
-                file: str | Path) -> Path:
-    """Overlaid curves, one colour per group (e.g. validation mAP per epoch, one line per seed of a model)."""
-    fig = Figure(figsize=(6.5, 4.5), tight_layout=True)
-    ax = fig.subplots()
-    for i, (name, lines) in enumerate(curves.items()):
-        for k, (x, y) in enumerate(lines):
-            ax.plot(x, y, color=f"C{i % 10}", alpha=0.8, label=name if k == 0 else None)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return _save(fig, file)
-
-
 def plot_training_curves(csv_file: str | Path, columns: Sequence[str], file: str | Path) -> Path | None:
     """One small panel per results.csv column (losses, learning rates, metrics) against the epoch."""
     import csv
