@@ -52,9 +52,10 @@ def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResu
              "|---|---:|---:|---:|---:|---:|" + "---:|" * len(ACCURACY_METRICS)]
     for name, e in summary["models"].items():
         c = e["cost"]
+        runs = (f"{e['runs']}" + (f" ({e['failed']} failed)" if e["failed"] else "")
+                + (f" ({e['not_run']} not run)" if e["not_run"] else ""))
         cells = [name, _num(c.get("params"), 1e-6, 2), _num(c.get("gflops"), 1, 2), _num(c.get("latency_ms"), 1, 1),
-                 _num(c.get("onnx_latency_ms"), 1, 1), f"{e['runs']}" + (f" ({e['failed']} failed)" if e["failed"] else "")
-                 + (f" ({e['not_run']} not run)" if e["not_run"] else "")]
+                 _num(c.get("onnx_latency_ms"), 1, 1), runs]
         cells += [_pm(e["metrics"][m]) for m in ACCURACY_METRICS]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Against the baseline", "",
@@ -123,7 +124,9 @@ def _pm(stat: dict, scale: float = 100.0) -> str:
 
 
 def _interval(diff: dict, scale: float, digits: int) -> str:
-    return "—" if diff["verdict"] == "n/a" else f"[{diff['low'] * scale:+.{digits}f}, {diff['high'] * scale:+.{digits}f}]"
+    if diff["verdict"] == "n/a":
+        return "—"
+    return f"[{diff['low'] * scale:+.{digits}f}, {diff['high'] * scale:+.{digits}f}]"
 
 
 def _num(value: Any, scale: float, digits: int) -> str:

@@ -23,9 +23,9 @@ from ..utils.files import to_jsonable, write_json
 from ..utils.profile import machine_summary
 from .statistics import METRIC_LABELS
 
-RECIPE_KEYS = ("epochs", "imgsz", "batch", "nbs", "optimizer", "lr0", "lrf", "momentum", "weight_decay", "warmup_epochs",
-               "warmup_bias_lr", "cos_lr", "mosaic", "close_mosaic", "mixup", "fliplr", "hsv_h", "hsv_s", "hsv_v",
-               "translate", "scale", "box", "cls", "dfl", "amp", "workers", "deterministic")
+RECIPE_KEYS = ("epochs", "imgsz", "batch", "nbs", "optimizer", "lr0", "lrf", "momentum", "weight_decay",
+               "warmup_epochs", "warmup_bias_lr", "cos_lr", "mosaic", "close_mosaic", "mixup", "fliplr", "hsv_h",
+               "hsv_s", "hsv_v", "translate", "scale", "box", "cls", "dfl", "amp", "workers", "deterministic")
 NOT_RUN = "not run yet (report_only=true)"
 RunFn = Callable[[str, int, Path, dict, "str | None"], dict]  # (model, seed, run dir, recipe, device)
 
