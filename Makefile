@@ -32,7 +32,10 @@ ablation-bccd: $(STAMP)
 		data=../shared/datasets/bccd/data.yaml seeds=3 epochs=30 imgsz=320 batch=16 optimizer=AdamW lr0=0.001429 \
 		momentum=0.9 warmup_bias_lr=0 workers=2 project=benchmarks name=ablation-bccd
 
+# the layering contracts (pyproject's [tool.importlinter]) and ruff's rules, then the test suite
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -n 2 -q
 
 clean:

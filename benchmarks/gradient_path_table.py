@@ -1,6 +1,6 @@
 """Tables of docs/modules/gradient-path.md: YOLOv7 layout check, YOLOv7 costs vs published, YOLOv8 vs ELAN/PRN.
 
-Usage: ``.venv/bin/python benchmarks/gradient_path_table.py [--runs 5] [--threads N] [--no-latency]``
+Usage: ``.venv/bin/python benchmarks/gradient_path_table.py [--runs 5] [--rounds 1] [--threads N] [--no-latency]``
 
 1. Layout: our ``yolov7.yaml`` (one row per ELAN / MP / SPPCSPC) next to the official YOLOv7 layout
    written out row by row as YOLOv7's config has it (explicit Conv / Concat / max-pool rows, built by
@@ -10,20 +10,22 @@ Usage: ``.venv/bin/python benchmarks/gradient_path_table.py [--runs 5] [--thread
 2. Cost: params and GFLOPs (``FlopCounterMode``, eval, batch 1, 640x640) of our yolov7 /
    yolov7-tiny, split into body and head, with the size of YOLOv7's own anchor head (IDetect)
    computed for comparison with the published totals.
-3. YOLOv8 n/s vs the ELAN and PRN variants, with fused CPU latency at 640.
+3. YOLOv8 n/s vs the ELAN and PRN variants, with fused CPU latency at 640 (wall, median over ``--runs``
+   after one warm-up, median over ``--rounds`` interleaved rounds: see ``_tables``).
 """
 
 from __future__ import annotations
 
-import argparse
-
 import torch
+from _tables import Latency, latencies, model_cost, start, table_parser
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from yololab.nn import DetectionModel
-from yololab.utils.profile import count_gflops, count_params, machine_summary, measure_latency
+from yololab.utils.profile import count_params
 
+COMPARED = ["yolov8n", "yolov8n-elan", "yolov8n-prn", "yolov8s", "yolov8s-elan", "yolov8s-prn", "yolov7-tiny",
+            "yolov7"]
 # Published totals (YOLOv7 paper, Table 2; MS COCO, 640): params, GFLOPs, with YOLOv7's IDetect head.
 PUBLISHED = {"yolov7.yaml": (36.9e6, 104.7), "yolov7-tiny.yaml": (6.2e6, 13.8)}
 IDETECT_CHANNELS = {"yolov7.yaml": (256, 512, 1024), "yolov7-tiny.yaml": (128, 256, 512)}
@@ -172,31 +174,24 @@ def yolov7_cost_table() -> str:
     return "\n".join(lines)
 
 
-def comparison_table(runs: int, latency: bool) -> str:
-    cfgs = ["yolov8n.yaml", "yolov8n-elan.yaml", "yolov8n-prn.yaml", "yolov8s.yaml", "yolov8s-elan.yaml",
-            "yolov8s-prn.yaml", "yolov7-tiny.yaml", "yolov7.yaml"]
+def comparison_table(latency: dict[str, Latency] | None) -> str:
     lines = ["| model | params | GFLOPs@640 | CPU fused latency@640, median ms |", "|---|---|---|---|"]
-    for cfg in cfgs:
-        model = DetectionModel(cfg)
-        ms = f"{measure_latency(model, 640, warmup=1, runs=runs)['median_ms']:.0f}" if latency else "-"
-        lines.append(f"| {cfg[:-5]} | {count_params(model):,} | {count_gflops(model, 640):.2f} | {ms} |")
+    for name in COMPARED:
+        params, gflops = model_cost(name)
+        ms = "-" if latency is None else f"{latency[name].wall_ms:.0f}"
+        lines.append(f"| {name} | {params:,} | {gflops:.2f} | {ms} |")
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per model (after 1 warm-up)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--no-latency", action="store_true", help="skip the latency column")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = table_parser(__doc__, threads=0).parse_args()
+    start(args)
     torch.manual_seed(0)
-    print(f"{machine_summary()}\n")
     table, agree = layout_table()
     print(f"## yolov7.yaml vs the official YOLOv7 rows (all agree: {agree})\n\n{table}\n")
     print(f"## YOLOv7 cost vs published\n\n{yolov7_cost_table()}\n")
-    print(f"## YOLOv8 vs ELAN / PRN variants\n\n{comparison_table(args.runs, not args.no_latency)}")
+    latency = latencies(COMPARED, args, warmup=1)
+    print(f"## YOLOv8 vs ELAN / PRN variants\n\n{comparison_table(latency)}")
 
 
 if __name__ == "__main__":

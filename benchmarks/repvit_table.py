@@ -5,26 +5,25 @@ Usage: ``.venv/bin/python benchmarks/repvit_table.py [--runs 5] [--rounds 3] [--
 1. Backbones: parameters of our RepViT feature extractor (stem + 4 stages, P3/P4/P5 out) next to timm's
    ``repvit_m*`` with ``features_only=True, out_indices=(1, 2, 3)``, GFLOPs at 224, fused parameters.
 2. Detectors: params, GFLOPs (``FlopCounterMode``, eval, batch 1, 640x640) and fused CPU latency at 640
-   (median over ``rounds`` rounds of ``measure_latency`` medians; models are interleaved within a round so
-   that a shared, drifting CPU load hits all of them alike).
+   (median over ``rounds`` rounds of ``measure_latency`` medians, models interleaved: see ``_tables``).
 3. Re-parameterization of the RepViT configs: unfused and fused copies timed alternately, forward by
    forward, and the median of the per-pair fused/unfused latency ratios.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import time
 
 import timm
 import torch
+from _tables import Latency, cost_table, latencies, start, table_parser
 from torch import nn
 
 from yololab.nn import DetectionModel
 from yololab.nn.repvit import VARIANTS, RepViT
-from yololab.utils.profile import count_gflops, count_params, machine_summary, measure_latency
+from yololab.utils.profile import count_gflops, count_params
 
 PAIRS = [("yolov8n", "yolov8n-repvit"), ("yolov8s", "yolov8s-repvit"),
          ("yolo11n", "yolo11n-repvit"), ("yolo11s", "yolo11s-repvit")]
@@ -41,16 +40,6 @@ def backbone_table() -> str:
         lines.append(f"| {name} | {'/'.join(map(str, spec.widths))} | {'/'.join(map(str, spec.depths))} | "
                      f"{count_params(RepViT(3, name)):,} | {count_params(ref):,} | {fused:,} | {gflops:.2f} |")
     return "\n".join(lines)
-
-
-def fused_latencies(names: list[str], runs: int, rounds: int, imgsz: int = 640) -> dict[str, float]:
-    """Median over rounds of ``measure_latency`` medians (ms, fused), models interleaved within each round."""
-    models = {n: DetectionModel(f"{n}.yaml") for n in names}
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    for _ in range(rounds):
-        for name, model in models.items():
-            samples[name].append(measure_latency(model, imgsz, warmup=2, runs=runs)["median_ms"])
-    return {n: statistics.median(v) for n, v in samples.items()}
 
 
 def fuse_speedup(unfused: nn.Module, fused: nn.Module, pairs: int, imgsz: int = 640) -> tuple[float, float, float]:
@@ -70,20 +59,8 @@ def fuse_speedup(unfused: nn.Module, fused: nn.Module, pairs: int, imgsz: int = 
     return statistics.median(times[False]), statistics.median(times[True]), statistics.median(ratios)
 
 
-def detector_table(latency_ms: dict[str, float] | None) -> str:
-    lines = ["| model | params | GFLOPs @640 | vs baseline (params / GFLOPs) | CPU ms @640, fused |",
-             "|---|---|---|---|---|"]
-    for base, variant in PAIRS:
-        costs = {}
-        for name in (base, variant):
-            model = DetectionModel(f"{name}.yaml")
-            costs[name] = count_params(model), count_gflops(model, 640)
-        bp, bg = costs[base]
-        for name, (params, gflops) in costs.items():
-            delta = "-" if name == base else f"{100 * (params / bp - 1):+.1f}% / {100 * (gflops / bg - 1):+.1f}%"
-            ms = f"{latency_ms[name]:.0f}" if latency_ms else "not measured"
-            lines.append(f"| {name} | {params / 1e6:.3f}M | {gflops:.2f} | {delta} | {ms} |")
-    return "\n".join(lines)
+def detector_table(latency: dict[str, Latency] | None) -> str:
+    return cost_table(PAIRS, latency, {"CPU ms @640, fused": lambda t: f"{t.wall_ms:.0f}"})
 
 
 def fuse_table(pairs: int) -> str:
@@ -99,23 +76,15 @@ def fuse_table(pairs: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per model per round")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median of round medians)")
+    parser = table_parser(__doc__, rounds=3)
     parser.add_argument("--pairs", type=int, default=10, help="alternating unfused/fused forwards per model")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (1: stable timings on a CPU shared with other jobs)")
-    parser.add_argument("--no-latency", action="store_true", help="skip latency (columns and the fuse table)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    names = [n for pair in PAIRS for n in pair]
-    latency_ms = None if args.no_latency else fused_latencies(names, args.runs, args.rounds)
-    print(f"# machine: {machine_summary()}; latency: batch 1, median of {args.rounds} rounds x {args.runs} runs\n")
+    args = parser.parse_args()  # --no-latency also skips the fuse table
+    start(args)
+    latency = latencies([n for pair in PAIRS for n in pair], args)
     print("## RepViT feature extractors (P3/P4/P5) vs timm\n")
     print(backbone_table())
     print("\n## Detectors with a RepViT backbone vs their baselines\n")
-    print(detector_table(latency_ms))
+    print(detector_table(latency))
     if not args.no_latency:
         print(f"\n## Re-parameterization: fused vs unfused ({args.pairs} alternating pairs at 640)\n")
         print(fuse_table(args.pairs))

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from yololab.ablation.plots import write_plots
+from yololab.ablation.report import write_report
+from yololab.ablation.runner import RunResult, run_all
+from yololab.ablation.statistics import analyse
 from yololab.cli import main
-from yololab.engine.compare import RunResult, analyse, run_all, write_plots, write_report
 
 MODELS = ["yolov8n.yaml", "yolov8n-slimneck.yaml"]
 
@@ -165,8 +168,8 @@ def test_real_tiny_compare_writes_every_file(tmp_path, capsys, monkeypatch):
 
 
 def test_an_interrupted_run_of_the_same_recipe_resumes_from_last_pt(tmp_path):
+    from yololab.ablation.runner import train_command
     from yololab.checkpoint import save_checkpoint
-    from yololab.engine.compare import train_command
 
     run_dir, recipe = tmp_path / "yolov8n-seed0", {"epochs": 3, "optimizer": "SGD"}
     fresh = train_command(MODELS[0], 0, run_dir, recipe)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,9 +156,14 @@ def test_elan_hidden_width_scales_with_the_model():
 
 
 def _load_gradient_path_table():
-    spec = importlib.util.spec_from_file_location("gradient_path_table", REPO / "benchmarks" / "gradient_path_table.py")
+    benchmarks = str(REPO / "benchmarks")
+    spec = importlib.util.spec_from_file_location("gradient_path_table", f"{benchmarks}/gradient_path_table.py")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, benchmarks)  # the script imports its sibling helper module _tables
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(benchmarks)
     return module
 
 

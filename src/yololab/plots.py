@@ -36,7 +36,7 @@ def text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 150 else (255, 255, 255)
 
 
-def _save(fig: Figure, file: str | Path) -> Path:
+def save_figure(fig: Figure, file: str | Path) -> Path:
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(file, dpi=150)
@@ -56,7 +56,7 @@ def plot_pr_curves(recall: np.ndarray, precision: np.ndarray, names: Sequence[st
         ax.plot(recall, precision[valid].mean(0), linewidth=3, color="blue", label=f"all classes {map50:.3f} AP50")
     ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.01), title="Precision-Recall (IoU 0.5)")
     ax.legend(loc="lower left", fontsize=8)
-    return _save(fig, file)
+    return save_figure(fig, file)
 
 
 def plot_confidence_curve(conf: np.ndarray, values: np.ndarray, names: Sequence[str], file: str | Path,
@@ -74,7 +74,7 @@ def plot_confidence_curve(conf: np.ndarray, values: np.ndarray, names: Sequence[
         ax.plot(conf, mean, linewidth=3, color="blue", label=f"all classes {mean[best]:.2f} at {conf[best]:.3f}")
     ax.set(xlabel="Confidence", ylabel=ylabel, xlim=(0, 1), ylim=(0, 1.01), title=f"{ylabel}-Confidence")
     ax.legend(loc="lower left", fontsize=8)
-    return _save(fig, file)
+    return save_figure(fig, file)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, names: Sequence[str], file: str | Path, normalize: bool = True) -> Path:
@@ -95,7 +95,7 @@ def plot_confusion_matrix(matrix: np.ndarray, names: Sequence[str], file: str | 
                 ax.text(j, i, f"{v:.2f}" if normalize else str(int(v)), ha="center", va="center", fontsize=7,
                         color="white" if v > 0.5 * values.max() else "black")
     ax.set(xlabel="True", ylabel="Predicted", title=f"Confusion matrix{' (normalized)' if normalize else ''}")
-    return _save(fig, file)
+    return save_figure(fig, file)
 
 
 def save_image_grid(rows: Sequence[Sequence[np.ndarray]], file: str | Path, gap: int = 4) -> Path:
@@ -113,53 +113,6 @@ def save_image_grid(rows: Sequence[Sequence[np.ndarray]], file: str | Path, gap:
     if not cv2.imwrite(str(file), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {file}")
     return file
-
-
-def plot_tradeoff(points: dict[str, tuple[float, float, float]], xlabel: str, ylabel: str,
-                  file: str | Path) -> Path:
-    """One point per model: ``{name: (x, y_mean, y_std)}`` with vertical error bars (e.g. mAP vs GFLOPs)."""
-    fig = Figure(figsize=(6, 4.5), tight_layout=True)
-    ax = fig.subplots()
-    for i, (name, (x, y, err)) in enumerate(points.items()):
-        ax.errorbar([x], [y], yerr=[err], fmt="o", capsize=4, color=f"C{i % 10}", label=name)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    return _save(fig, file)
-
-
-def plot_metric_bars(values: dict[str, dict[str, tuple[float, float]]], file: str | Path) -> Path:
-    """Grouped bars with error bars: ``{metric: {model: (mean, std)}}``."""
-    metrics = list(values)
-    models = list(next(iter(values.values()))) if values else []
-    fig = Figure(figsize=(max(6.0, 1.2 * len(metrics) * max(len(models), 1) / 2), 4.5), tight_layout=True)
-    ax = fig.subplots()
-    width = 0.8 / max(len(models), 1)
-    for j, model in enumerate(models):
-        xs = np.arange(len(metrics)) + (j - (len(models) - 1) / 2) * width
-        means = [values[m][model][0] for m in metrics]
-        stds = [values[m][model][1] for m in metrics]
-        ax.bar(xs, means, width, yerr=stds, capsize=3, label=model, color=f"C{j % 10}")
-    ax.set_xticks(np.arange(len(metrics)), metrics)
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, file)
-
-
-def plot_curves(curves: dict[str, list[tuple[Sequence[float], Sequence[float]]]], xlabel: str, ylabel: str,
-                file: str | Path) -> Path:
-    """Overlaid curves, one colour per group (e.g. validation mAP per epoch, one line per seed of a model)."""
-    fig = Figure(figsize=(6.5, 4.5), tight_layout=True)
-    ax = fig.subplots()
-    for i, (name, lines) in enumerate(curves.items()):
-        for k, (x, y) in enumerate(lines):
-            ax.plot(x, y, color=f"C{i % 10}", alpha=0.8, label=name if k == 0 else None)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return _save(fig, file)
 
 
 def plot_training_curves(csv_file: str | Path, columns: Sequence[str], file: str | Path) -> Path | None:
@@ -183,4 +136,4 @@ def plot_training_curves(csv_file: str | Path, columns: Sequence[str], file: str
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(columns):]:
         ax.axis("off")
-    return _save(fig, file)
+    return save_figure(fig, file)

@@ -1,16 +1,20 @@
-"""``yololab compare``: the comparison's settings turned into runs, a report and a JSON summary."""
+"""``yololab compare``: every model x every seed trained (or reused), then costs, verdicts, report and plots."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..api import command_dir
 from ..cfg import ConfigError, Settings, defaults
 from ..data import load_data_config
-from ..engine.compare import RECIPE_KEYS, compare
 from ..engine.trainer import resolve_lr0
 from ..utils.dist import device_list
+from .costs import measure_costs
+from .plots import write_plots
+from .report import write_report
+from .runner import RECIPE_KEYS, RunFn, run_all
+from .statistics import analyse
 
 
 def compare_command(s: Settings) -> dict[str, Any]:
@@ -35,3 +39,22 @@ def compare_command(s: Settings) -> dict[str, Any]:
             "models": {m: {"cost": e["cost"], "runs": e["runs"], "failed": e["failed"], "not_run": e["not_run"],
                            "metrics": {k: {"mean": v["mean"], "std": v["std"]} for k, v in e["metrics"].items()},
                            "vs_baseline": e["vs_baseline"]} for m, e in summary["models"].items()}}
+
+
+def compare(models: list[str], seeds: list[int], out: Path, recipe: dict, *, nc: int | None = None,
+            devices: list[str] | None = None, run_fn: RunFn | None = None,
+            log: Callable[[str], None] = print, report_only: bool = False) -> dict[str, Any]:
+    """Run the whole comparison (or, with ``report_only``, only report the runs already finished) and write
+    report.md/.csv/.json and plots into ``out``; returns the summary."""
+    if len(models) < 2:
+        raise ValueError("compare needs at least two models (the first is the baseline)")
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"comparing {len(models)} models x {len(seeds)} seeds into {out}; recipe: "
+        + ", ".join(f"{k}={v}" for k, v in recipe.items()))
+    results = run_all(models, seeds, out, recipe, run_fn=run_fn, devices=devices, log=log, report_only=report_only)
+    costs = {m: measure_costs(m, int(recipe["imgsz"]), nc, log) for m in models}  # after training: a quiet CPU
+    summary = analyse(results, models, costs)
+    paths = write_report(summary, recipe, out, results)
+    write_plots(summary, results, out)
+    log(paths["md"].read_text())
+    return {"out": str(out), "report": str(paths["md"]), **summary}

@@ -1,0 +1,132 @@
+"""The comparison's report files: ``report.md`` (the table to paste into a paper), ``report.csv`` and
+``report.json``."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ..utils.files import write_json
+from .statistics import RunResult, ACCURACY_METRICS, METRIC_LABELS, TRAINING_COSTS
+
+
+def write_report(summary: dict[str, Any], recipe: dict, out: Path, results: list[RunResult]) -> dict[str, Path]:
+    """report.md, report.csv and report.json in ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "report.md", "csv": out / "report.csv", "json": out / "report.json"}
+    write_json(paths["json"], {"summary": summary, "recipe": recipe, "runs": [r.__dict__ for r in results]}, indent=1)
+    _write_csv(summary, paths["csv"])
+    paths["md"].write_text(format_markdown(summary, recipe, results))
+    return paths
+
+
+def _write_csv(summary: dict[str, Any], file: Path) -> None:
+    """One row per model: costs, and per accuracy metric its mean/std and difference to the baseline."""
+    with open(file, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model", "params", "gflops", "latency_ms", "onnx_latency_ms", "runs"]
+                        + [f"{m}_{k}" for m in ACCURACY_METRICS for k in ("mean", "std", "diff", "low", "high",
+                                                                           "verdict")]
+                        + [f"{m}_{k}" for m in TRAINING_COSTS for k in ("mean", "std")])
+        for name, e in summary["models"].items():
+            row = [name, e["cost"].get("params"), e["cost"].get("gflops"), e["cost"].get("latency_ms"),
+                   e["cost"].get("onnx_latency_ms"), e["runs"]]
+            for m in ACCURACY_METRICS:
+                stat, d = e["metrics"][m], e["vs_baseline"].get(m, {})
+                row += [stat["mean"], stat["std"], d.get("mean"), d.get("low"), d.get("high"), d.get("verdict", "")]
+            row += [e["metrics"][m][k] for m in TRAINING_COSTS for k in ("mean", "std")]
+            writer.writerow(row)
+
+
+def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResult]) -> str:
+    """The table a user pastes into a paper, with verdicts and the recipe."""
+    lines = [f"# Ablation report (baseline: {summary['baseline']})", "",
+             "Accuracy in percent, mean ± sample std over seeds. Δ is the paired (same seed) difference to the "
+             "baseline with its 95% t interval; the verdict is *better*/*worse* only when the whole interval is "
+             "on one side of zero.", "",
+             "| model | params (M) | GFLOPs | CPU ms (fused) | ONNX ms | runs | "
+             + " | ".join(METRIC_LABELS[m] for m in ACCURACY_METRICS) + " |",
+             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(ACCURACY_METRICS)]
+    for name, e in summary["models"].items():
+        c = e["cost"]
+        runs = (f"{e['runs']}" + (f" ({e['failed']} failed)" if e["failed"] else "")
+                + (f" ({e['not_run']} not run)" if e["not_run"] else ""))
+        cells = [name, _num(c.get("params"), 1e-6, 2), _num(c.get("gflops"), 1, 2), _num(c.get("latency_ms"), 1, 1),
+                 _num(c.get("onnx_latency_ms"), 1, 1), runs]
+        cells += [_pm(e["metrics"][m]) for m in ACCURACY_METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Against the baseline", "",
+              "| model | metric | Δ (points) | 95% interval | verdict |", "|---|---|---:|---|---|"]
+    for name, e in summary["models"].items():
+        for m, d in e["vs_baseline"].items():
+            if m not in ACCURACY_METRICS:
+                continue
+            if not d["n"]:  # no seed run by both
+                continue
+            lines.append(f"| {name} | {METRIC_LABELS[m]} | {d['mean'] * 100:+.2f} | {_interval(d, 100, 2)} "
+                         f"| {d['verdict']} |")
+    lines += _training_cost_lines(summary) + _per_class_lines(summary)
+    missing = [r for r in results if not r.ok]
+    if missing:
+        lines += ["", "## Runs without a result", ""] + [f"- {Path(r.model).stem} seed {r.seed}: {r.error}"
+                                                         for r in missing]
+    machines = Counter(r.machine or "not recorded" for r in results if r.ok)
+    lines += ["", "## Machines", ""] + [f"- {m}: {n} run(s)" for m, n in machines.items()]
+    if len(machines) > 1:
+        lines += ["", "The same seed reproduces a run bit for bit only on the same hardware and software; runs from "
+                  "different machines differ like different seeds do, so the intervals above include that noise."]
+    lines += ["", "## Recipe (identical for every run)", "", "```"]
+    lines += [f"{k}: {v}" for k, v in recipe.items()] + ["```", ""]
+    return "\n".join(lines)
+
+
+def _training_cost_lines(summary: dict[str, Any]) -> list[str]:
+    """Seconds per training epoch (wall time, with its paired difference to the baseline) and peak memory."""
+    lines = ["", "## Training cost", "",
+             "Wall time of an epoch (training and validation, mean over the epochs) and peak resident memory of the "
+             "training process, mean ± std over seeds; both depend on the machine and on whatever else it was running.",
+             "",
+             "| model | s / epoch | Δ s / epoch | 95% interval | verdict | peak memory (MB) |",
+             "|---|---:|---:|---|---|---:|"]
+    for name, e in summary["models"].items():
+        d = e["vs_baseline"].get("epoch_time_s")
+        if d is None or not d["n"]:  # the baseline itself, or no seed in common with it
+            delta = ["—", "—", "baseline" if d is None else "n/a"]
+        else:
+            delta = [f"{d['mean']:+.1f}", _interval(d, 1, 1), d["verdict"]]
+        cells = [name, _pm(e["metrics"]["epoch_time_s"], 1.0), *delta, _pm(e["metrics"]["peak_rss_mb"], 1.0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _per_class_lines(summary: dict[str, Any]) -> list[str]:
+    """AP50-95 per class, mean ± std over seeds (where the differences between models usually come from)."""
+    classes = list(dict.fromkeys(c for e in summary["models"].values() for c in e["per_class_ap"]))
+    if not classes:
+        return []
+    lines = ["", "## AP50-95 per class", "", "| model | " + " | ".join(classes) + " |",
+             "|---|" + "---:|" * len(classes)]
+    for name, e in summary["models"].items():
+        cells = [_pm(e["per_class_ap"][c]) if c in e["per_class_ap"] else "—" for c in classes]
+        lines.append("| " + " | ".join([name, *cells]) + " |")
+    return lines
+
+
+def _pm(stat: dict, scale: float = 100.0) -> str:
+    if not stat["n"]:
+        return "—"
+    if stat["n"] == 1:  # one run: no spread to show
+        return f"{stat['mean'] * scale:.1f}"
+    return f"{stat['mean'] * scale:.1f} ± {stat['std'] * scale:.1f}"
+
+
+def _interval(diff: dict, scale: float, digits: int) -> str:
+    if diff["verdict"] == "n/a":
+        return "—"
+    return f"[{diff['low'] * scale:+.{digits}f}, {diff['high'] * scale:+.{digits}f}]"
+
+
+def _num(value: Any, scale: float, digits: int) -> str:
+    return "—" if value is None else f"{value * scale:.{digits}f}"

@@ -1,0 +1,126 @@
+"""Training every model x seed of a comparison, each run in its own ``python -m yololab train`` process.
+
+A failing run is reported without losing the others and memory is returned between runs. A finished run leaves
+``result.json`` in its folder and is reused when the comparison is started again; an interrupted one resumes from
+its ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..checkpoint import load_checkpoint
+from ..utils.files import to_jsonable, write_json
+from ..utils.profile import machine_summary
+from .statistics import METRIC_LABELS, NOT_RUN, RunResult
+
+RECIPE_KEYS = ("epochs", "imgsz", "batch", "nbs", "optimizer", "lr0", "lrf", "momentum", "weight_decay",
+               "warmup_epochs", "warmup_bias_lr", "cos_lr", "mosaic", "close_mosaic", "mixup", "fliplr", "hsv_h",
+               "hsv_s", "hsv_v", "translate", "scale", "box", "cls", "dfl", "amp", "workers", "deterministic")
+RunFn = Callable[[str, int, Path, dict, "str | None"], dict]  # (model, seed, run dir, recipe, device)
+
+
+def train_command(model: str, seed: int, run_dir: Path, recipe: dict) -> list[str]:
+    """The ``yololab train`` arguments of one run: a resume of its ``last.pt`` when an earlier start of the same
+    recipe was interrupted (killed, machine stopped), otherwise a fresh start (recorded in ``recipe.json``)."""
+    last, started = run_dir / "weights" / "last.pt", run_dir / "recipe.json"
+    if (last.is_file() and started.is_file() and json.loads(started.read_text()) == to_jsonable(recipe)
+            and "optimizer" in load_checkpoint(last)):  # a finished run's last.pt has no training state
+        return ["train", f"resume={last}", "json=true"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(started, recipe, indent=1)
+    args = [f"{k}={v}" for k, v in recipe.items() if v is not None]
+    return ["train", f"model={model}", f"seed={seed}", f"project={run_dir.parent}", f"name={run_dir.name}",
+            "exist_ok=true", "json=true", *args]
+
+
+def train_subprocess(model: str, seed: int, run_dir: Path, recipe: dict, device: str | None = None) -> dict:
+    """Train (or finish) one run via ``python -m yololab train ... json=true``; return its last JSON line."""
+    cmd = [sys.executable, "-m", "yololab", *train_command(model, seed, run_dir, recipe)]
+    if device is not None:
+        cmd.append(f"device={device}")
+    with open(run_dir / "compare.log", "w") as log, open(run_dir / "stdout.log", "w+") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=log, env=dict(os.environ))
+        _, status, usage = os.wait4(proc.pid, 0)  # rusage of this run alone: its peak resident memory
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        stdout = out.read()
+    if proc.returncode != 0:
+        tail = (run_dir / "compare.log").read_text().strip().splitlines()[-3:]
+        raise RuntimeError(f"exit code {proc.returncode}: {' | '.join(tail)}")
+    lines = [ln for ln in stdout.strip().splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError("training printed no JSON result")
+    result = json.loads(lines[-1])
+    result.setdefault("peak_rss_mb", round(usage.ru_maxrss / 1024, 1))  # Linux reports KiB
+    return result
+
+
+def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run_fn: RunFn | None = None,
+            devices: list[str] | None = None, log: Callable[[str], None] = print,
+            report_only: bool = False) -> list[RunResult]:
+    """Run (or reuse) every model x seed, seed by seed (a partial comparison covers every model); with several
+    devices, one run per device at a time, each run taking whichever device is free. ``report_only`` trains
+    nothing: runs without a finished result come back as not run."""
+    jobs = [(m, s) for s in seeds for m in models]
+    devices = devices or [None]
+    run_fn = run_fn or train_subprocess
+    free: queue.Queue = queue.Queue()
+    for device in devices:
+        free.put(device)
+    trained_s: list[float] = []  # wall time of each run trained by this call: the ETA of the ones left
+    machine = machine_summary(load=False)
+    recipe_json = to_jsonable(recipe)  # what a finished run's result.json holds
+
+    def one(index_job):
+        index, (model, seed) = index_job
+        name = Path(model).stem
+        prefix = f"[{index + 1}/{len(jobs)}] {name} seed {seed}"
+        run_dir = out / "runs" / f"{name}-seed{seed}"
+        done = run_dir / "result.json"
+        previous = json.loads(done.read_text()) if done.is_file() else None
+        if previous is not None and previous.get("recipe") == recipe_json:
+            log(f"{prefix}: reusing {done}")
+            return RunResult(model, seed, True, previous["metrics"], run_dir=str(run_dir),
+                             machine=previous.get("machine", ""))
+        if report_only:
+            log(f"{prefix}: {NOT_RUN}")
+            return RunResult(model, seed, False, error=NOT_RUN, run_dir=str(run_dir))
+        if previous is not None:
+            log(f"{prefix}: the recipe changed since {done}, retraining")
+        log(f"{prefix}: training")
+        t0 = time.time()
+        device = free.get()
+        try:
+            metrics = run_fn(model, seed, run_dir, recipe, device)
+        except Exception as e:  # a failed run is reported, the others go on
+            log(f"{prefix}: FAILED ({e})")
+            return RunResult(model, seed, False, error=str(e), run_dir=str(run_dir))
+        finally:
+            free.put(device)
+        metrics.setdefault("wall_time_s", round(time.time() - t0, 1))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(done, {"recipe": recipe, "metrics": metrics, "machine": machine}, indent=1)
+        trained_s.append(time.time() - t0)
+        left = len(jobs) - index - 1
+        eta = f"; about {_duration(sum(trained_s) / len(trained_s) * left / len(devices))} for the {left} left" \
+            if left else ""
+        log(f"{prefix}: done in {_duration(trained_s[-1])}, "
+            + ", ".join(f"{METRIC_LABELS[k]} {metrics[k]:.3f}" for k in ("map", "map50") if k in metrics) + eta)
+        return RunResult(model, seed, True, metrics, run_dir=str(run_dir), machine=machine)
+
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        return list(pool.map(one, enumerate(jobs)))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
