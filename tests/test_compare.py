@@ -112,18 +112,20 @@ def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path):
 
 def test_runs_take_whichever_device_is_free(tmp_path):
     import threading
-    import time
 
-    busy, used, lock = set(), [], threading.Lock()
+    busy, used, lock, others_done = set(), [], threading.Lock(), threading.Event()
 
     def run_fn(model, seed, run_dir, recipe, device):
         with lock:
             assert device not in busy, f"device {device} given to two runs at once"
             busy.add(device)
             used.append(device)
-        time.sleep(0.2 if (model, seed) == (MODELS[0], 0) else 0.01)  # the first run holds its device longest
+        if (model, seed) == (MODELS[0], 0):  # the first run holds its device until every other run is done
+            assert others_done.wait(timeout=60)
         with lock:
             busy.remove(device)
+            if len(used) == 6 and len(busy) == 1:  # all started, and only the first one still runs
+                others_done.set()
         return {"map": 0.5}
 
     results = run_all(MODELS, [0, 1, 2], tmp_path, {}, run_fn=run_fn, devices=["0", "1"], log=lambda m: None)

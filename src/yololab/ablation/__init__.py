@@ -6,7 +6,7 @@ write the results, ``command`` ties them to the ``compare`` settings. Nothing be
 """
 
 from .command import compare, compare_command
-from .runner import RECIPE_KEYS
+from .runner import recipe_keys
 from .statistics import RunResult
 
-__all__ = ["RECIPE_KEYS", "RunResult", "compare", "compare_command"]
+__all__ = ["RunResult", "compare", "compare_command", "recipe_keys"]

@@ -13,7 +13,7 @@ from ..utils.dist import device_list
 from .costs import measure_costs
 from .plots import write_plots
 from .report import write_report
-from .runner import RECIPE_KEYS, RunFn, run_all
+from .runner import RunFn, recipe_keys, run_all
 from .statistics import analyse
 
 
@@ -26,8 +26,7 @@ def compare_command(s: Settings) -> dict[str, Any]:
         raise ConfigError("compare pins the recipe: choose optimizer=SGD or optimizer=AdamW, not auto")
     data = load_data_config(s.data)
     # every recipe value is passed explicitly, so the runs stay pinned even if a default changes later
-    recipe = {k: s[k] if k in s else defaults()[k] for k in RECIPE_KEYS}
-    recipe.update(data=s.data, patience=s.patience, plugins=s.plugins)
+    recipe = {k: s[k] if k in s else defaults()[k] for k in recipe_keys()}
     recipe["lr0"] = resolve_lr0(s.optimizer, recipe["lr0"])  # written out: the report shows the real value
     devices = [str(d) for d in device_list(s.device)] if s.device not in (None, "", "cpu") else None
     # a named comparison reuses its folder, so running the same command again resumes it

@@ -18,15 +18,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
+from ..cfg import command_keys
 from ..checkpoint import load_checkpoint
 from ..utils.files import to_jsonable, write_json
 from ..utils.profile import machine_summary
 from .statistics import METRIC_LABELS, NOT_RUN, RunResult
 
-RECIPE_KEYS = ("epochs", "imgsz", "batch", "nbs", "optimizer", "lr0", "lrf", "momentum", "weight_decay",
-               "warmup_epochs", "warmup_bias_lr", "cos_lr", "mosaic", "close_mosaic", "mixup", "fliplr", "hsv_h",
-               "hsv_s", "hsv_v", "translate", "scale", "box", "cls", "dfl", "amp", "workers", "deterministic")
+# Keys of `yololab train` that say which run it is and where and how it executes, not what it learns. Every other
+# train key is the recipe, pinned for all runs of a comparison (a later change of a default cannot change it halfway).
+RUN_KEYS = ("model", "seed", "project", "name", "exist_ok", "device", "resume", "plots", "save_period", "cache",
+            "json", "verbose")
+_MISSING = object()
 RunFn = Callable[[str, int, Path, dict, "str | None"], dict]  # (model, seed, run dir, recipe, device)
+
+
+def recipe_keys() -> tuple[str, ...]:
+    """The train keys a comparison pins (all but ``RUN_KEYS``)."""
+    return tuple(k for k in command_keys("train") if k not in RUN_KEYS)
+
+
+def recorded_recipe(run_dir: Path, result: dict) -> dict[str, Any]:
+    """The recipe a finished run trained with: its ``args.yaml`` (every setting, as the trainer resolved it)
+    updated with the recipe its ``result.json`` records (older results record fewer keys)."""
+    args_file = run_dir / "args.yaml"
+    args = yaml.safe_load(args_file.read_text()) if args_file.is_file() else {}
+    return {**(args or {}), **result.get("recipe", {})}
 
 
 def train_command(model: str, seed: int, run_dir: Path, recipe: dict) -> list[str]:
@@ -88,7 +106,8 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
         run_dir = out / "runs" / f"{name}-seed{seed}"
         done = run_dir / "result.json"
         previous = json.loads(done.read_text()) if done.is_file() else None
-        if previous is not None and previous.get("recipe") == recipe_json:
+        if previous is not None and all(recorded_recipe(run_dir, previous).get(k, _MISSING) == v
+                                        for k, v in recipe_json.items()):
             log(f"{prefix}: reusing {done}")
             return RunResult(model, seed, True, previous["metrics"], run_dir=str(run_dir),
                              machine=previous.get("machine", ""))
