@@ -40,11 +40,14 @@ from train_vs_peer import OURS, PEER, run_ours, run_peer, subset_data
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DATA_CANDIDATES = (HERE / ".gpu-carry" / "bccd" / "data.yaml", ROOT.parent / "shared" / "datasets" / "bccd" / "data.yaml")
+DATA_CANDIDATES = (HERE / ".gpu-carry" / "bccd" / "data.yaml",  # the copy gpu_prepare.sh makes for the device
+                   ROOT.parent / "shared" / "datasets" / "bccd" / "data.yaml")
 
 # full run: sized so that the whole check stays within about 5 minutes on one H100
-FULL = {"imgsz": 640, "batch": 32, "epochs": 15, "workers": 8, "latency_batches": (1, 32), "warmup": 10, "rounds": 20, "runs": 5}
-DRY_RUN = {"imgsz": 64, "batch": 2, "epochs": 1, "workers": 0, "latency_batches": (1, 2), "warmup": 1, "rounds": 2, "runs": 1}
+FULL = {"imgsz": 640, "batch": 32, "epochs": 15, "workers": 8, "latency_batches": (1, 32), "warmup": 10, "rounds": 20,
+        "runs": 5}
+DRY_RUN = {"imgsz": 64, "batch": 2, "epochs": 1, "workers": 0, "latency_batches": (1, 2), "warmup": 1, "rounds": 2,
+           "runs": 1}
 
 
 class GpuMonitor:
@@ -102,7 +105,8 @@ def environment(device: torch.device) -> dict:
 
     git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return {"machine": machine_summary(load=False), "python": sys.version.split()[0], "torch": torch.__version__,
-            "cuda": torch.version.cuda, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "cuda": torch.version.cuda,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "onnxruntime": ort.__version__, "onnxruntime_providers": ort.get_available_providers(),
             "peer": str(PEER_PYTHON) if peer_available() else None,
             "commit": git.stdout.strip() if git.returncode == 0 else None}
@@ -280,8 +284,8 @@ def markdown(report: dict) -> str:
                 continue
             fmt, batch = key[len("ours "):].rsplit(" b", 1)
             peer = timings.get(f"peer {fmt} b{batch}")
-            peer_cells = (f"{peer['median_ms']:.2f} | {peer['p90_ms']:.2f} | {ours['median_ms'] / peer['median_ms']:.2f}"
-                          if peer else "- | - | -")
+            ratio = f"{ours['median_ms'] / peer['median_ms']:.2f}" if peer else "-"
+            peer_cells = f"{peer['median_ms']:.2f} | {peer['p90_ms']:.2f} | {ratio}" if peer else f"- | - | {ratio}"
             lines.append(f"| {batch} | {fmt} | {ours['median_ms']:.2f} | {ours['p90_ms']:.2f} | {peer_cells} |")
     return "\n".join(lines) + "\n"
 

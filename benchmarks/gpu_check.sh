@@ -37,7 +37,8 @@ if [ -d "$carry/wheels/peer" ] && [ ! -x "$peer_venv/bin/python" ]; then
   # as benchmarks/peer/setup.sh: a local font under the names the peer would otherwise download
   config="$root/benchmarks/.cache/peer-config/Ultralytics"
   mkdir -p "$config"
-  font="$("$python" -c 'import matplotlib, pathlib; print(pathlib.Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf")')"
+  font="$("$python" -c 'import matplotlib, pathlib
+print(pathlib.Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf")')"
   cp "$font" "$config/Arial.ttf"
   cp "$font" "$config/Arial.Unicode.ttf"
 fi
