@@ -21,7 +21,7 @@ if [ -d "$carry/wheels/ours" ] && ! "$python" -c "import faster_coco_eval, onnxs
   site="${TMPDIR:-/tmp}/yololab-gpu-site"
   "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
     "$carry"/wheels/ours/*.whl
-  export PYTHONPATH="$site"
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}"
 
