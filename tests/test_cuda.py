@@ -240,18 +240,23 @@ def test_torchrun_nccl_ddp_step(tmp_path):
     assert result["grads_finite"] and result["loss"] > 0
 
 
-def exported(tmp_path: Path) -> tuple[Path, DetectionModel, torch.Tensor]:
-    """A CUDA model exported (fused) to ONNX, the model and a check batch."""
+def exported(tmp_path: Path) -> tuple[Path, torch.Tensor, torch.Tensor]:
+    """A CUDA model exported (fused) to ONNX, a check batch and the model's float32 output on it (TF32 off)."""
     model = seeded_model().eval()
     file = export_onnx(model, tmp_path / "tiny.onnx", 128, batch=2)
-    return file, model, fixed_batch(n=2)[0]
+    imgs = fixed_batch(n=2)[0]
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        expected = model(imgs.to(CUDA)).cpu()
+    return file, imgs, expected
+
+
+def relative_difference(output: torch.Tensor, expected: torch.Tensor) -> float:
+    return float((output - expected).abs().max() / expected.abs().max())
 
 
 def test_onnx_export_of_a_cuda_model_matches_pytorch(tmp_path):
-    file, model, imgs = exported(tmp_path)
-    with torch.no_grad():
-        expected = model(imgs.to(CUDA)).cpu()
-    torch.testing.assert_close(OnnxModel(file)(imgs), expected, rtol=1e-3, atol=1e-3)
+    file, imgs, expected = exported(tmp_path)
+    assert relative_difference(OnnxModel(file)(imgs), expected) < 1e-4
 
 
 def test_onnx_runtime_cuda_provider_matches_pytorch(tmp_path):
@@ -259,9 +264,7 @@ def test_onnx_runtime_cuda_provider_matches_pytorch(tmp_path):
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip(f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (onnxruntime-gpu is not installed)")
-    file, model, imgs = exported(tmp_path)
+    file, imgs, expected = exported(tmp_path)
     onnx_model = OnnxModel(file, CUDA)
     assert onnx_model.session.get_providers()[0] == "CUDAExecutionProvider"
-    with torch.no_grad():
-        expected = model(imgs.to(CUDA)).cpu()
-    torch.testing.assert_close(onnx_model(imgs), expected, rtol=1e-3, atol=1e-3)
+    assert relative_difference(onnx_model(imgs), expected) < 1e-3  # onnxruntime's CUDA convolutions may use TF32
