@@ -21,6 +21,7 @@ batch 2).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -186,15 +187,9 @@ def latency_both(args: argparse.Namespace, device: torch.device, out: Path, work
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = DetectionModel("yolov8n.yaml").eval()
-    fused = DetectionModel("yolov8n.yaml").eval()
-    fused.load_state_dict(model.state_dict())
-    fused.fuse()
-    fused.to(device)
-    precisions = {"fp32": fused, **({"fp16": DetectionModel("yolov8n.yaml").eval()} if device.type == "cuda" else {})}
-    if "fp16" in precisions:
-        precisions["fp16"].load_state_dict(model.state_dict())
-        precisions["fp16"].fuse()
-        precisions["fp16"].to(device).half()
+    precisions = {"fp32": copy.deepcopy(model).fuse().to(device)}
+    if device.type == "cuda":  # float16 inference is a GPU matter
+        precisions["fp16"] = copy.deepcopy(model).fuse().to(device).half()
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
     ort_ok = provider in ort.get_available_providers()
