@@ -43,7 +43,8 @@ OPSET = 17
 # Runs in the peer's venv: builds the peer's yolov8n with our weights, exports it with the peer's exporter, then
 # answers timing requests (one JSON line in, one JSON line out) until stdin closes.
 PEER_WORKER = textwrap.dedent("""
-    import importlib.util, json, sys
+    import copy, importlib.util, json, sys
+    from pathlib import Path
     cfg = json.loads(sys.argv[1])
     reply, sys.stdout = sys.stdout, sys.stderr  # the peer's logging must not mix with the replies
     sys.path.append(cfg["fallback_site"])  # only modules missing in the peer venv (onnx, onnxslim, onnxruntime)
@@ -54,19 +55,29 @@ PEER_WORKER = textwrap.dedent("""
     profile = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(profile)
     torch.set_num_threads(cfg["threads"])  # after the peer's import, which sets its own CPU thread count
+    device = torch.device(cfg["device"])
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
     yolo = YOLO("yolov8n.yaml")
     yolo.model.load_state_dict(torch.load(cfg["state"], weights_only=True), strict=True)
-    onnx_file = yolo.export(format="onnx", imgsz=cfg["imgsz"], opset=cfg["opset"], simplify=True, batch=1)
-    model = yolo.model.fuse().eval()
-    x = torch.zeros(1, 3, cfg["imgsz"], cfg["imgsz"])
+    onnx_files = {}  # one file per batch size (the exporter always writes the same name)
+    for b in cfg["onnx_batches"]:
+        exported = Path(yolo.export(format="onnx", imgsz=cfg["imgsz"], opset=cfg["opset"], simplify=True, batch=b))
+        onnx_files[str(b)] = str(exported.rename(exported.with_name(f"peer-b{b}.onnx")))
+    model = yolo.model.fuse().eval().to(device)
+    models = {False: model, True: None}  # fp32, and an fp16 copy made on first request
     with torch.inference_mode():
-        y = model(torch.from_numpy(np.load(cfg["check_in"])))
-        np.save(cfg["check_out"], (y[0] if isinstance(y, (list, tuple)) else y).numpy())
-        print(json.dumps({"onnx": str(onnx_file), "threads": torch.get_num_threads(), "torch": torch.__version__}),
+        y = model(torch.from_numpy(np.load(cfg["check_in"])).to(device))
+        np.save(cfg["check_out"], (y[0] if isinstance(y, (list, tuple)) else y).float().cpu().numpy())
+        print(json.dumps({"onnx": onnx_files, "threads": torch.get_num_threads(), "torch": torch.__version__}),
               file=reply, flush=True)
         for line in sys.stdin:
             req = json.loads(line)
-            stats = profile.time_calls(lambda: model(x), warmup=req["warmup"], runs=req["runs"])
+            half = req.get("half", False)
+            if models[half] is None:
+                models[half] = copy.deepcopy(model).half()
+            x = torch.zeros(req.get("batch", 1), 3, cfg["imgsz"], cfg["imgsz"], device=device,
+                            dtype=torch.float16 if half else torch.float32)
+            stats = profile.time_calls(lambda: models[half](x), warmup=req["warmup"], runs=req["runs"], sync=sync)
             print(json.dumps(stats), file=reply, flush=True)
 """)
 
@@ -74,9 +85,10 @@ PEER_WORKER = textwrap.dedent("""
 class PeerWorker:
     """The peer's model in a long-lived process of its venv, timed on request."""
 
-    def __init__(self, state_file: Path, check_in: Path, imgsz: int, threads: int, workdir: Path):
+    def __init__(self, state_file: Path, check_in: Path, imgsz: int, threads: int, workdir: Path,
+                 device: str = "cpu", onnx_batches: tuple[int, ...] = (1,)):
         cfg = {"state": str(state_file), "check_in": str(check_in), "check_out": str(workdir / "peer_out.npy"),
-               "imgsz": imgsz, "threads": threads, "opset": OPSET,
+               "imgsz": imgsz, "threads": threads, "opset": OPSET, "device": device, "onnx_batches": list(onnx_batches),
                "profile_py": str(ROOT / "src" / "yololab" / "utils" / "profile.py"),
                "fallback_site": site.getsitepackages()[0]}
         self.proc = subprocess.Popen([str(PEER_PYTHON), "-c", PEER_WORKER, json.dumps(cfg)], stdin=subprocess.PIPE,
@@ -92,8 +104,9 @@ class PeerWorker:
             raise SystemExit(f"the peer worker stopped:\n{tail}")
         return json.loads(line)
 
-    def time(self, warmup: int, runs: int, workdir: Path) -> dict:
-        self.proc.stdin.write(json.dumps({"warmup": warmup, "runs": runs}) + "\n")
+    def time(self, warmup: int, runs: int, workdir: Path, batch: int = 1, half: bool = False) -> dict:
+        """Latency of the fused peer model on a zero batch (``half``: its float16 copy)."""
+        self.proc.stdin.write(json.dumps({"warmup": warmup, "runs": runs, "batch": batch, "half": half}) + "\n")
         self.proc.stdin.flush()
         return self._read(workdir)
 
@@ -102,13 +115,14 @@ class PeerWorker:
         self.proc.wait(timeout=60)
 
 
-def onnx_timer(file: str | Path):
-    """A function timing one onnxruntime session on a zero input."""
+def onnx_timer(file: str | Path, device: str = "cpu"):
+    """A function timing one onnxruntime session (CUDA provider for a CUDA ``device``) on a zero input of the
+    file's fixed batch size."""
     from yololab.engine.exporter import OnnxModel
     from yololab.utils.profile import time_calls
 
-    onnx_model = OnnxModel(file)
-    shape = [1, 3, *onnx_model.input_shape]
+    onnx_model = OnnxModel(file, device)
+    shape = [onnx_model.fixed_batch or 1, 3, *onnx_model.input_shape]
     feed = {onnx_model.input_name: np.zeros(shape, np.float32)}
     return lambda warmup, runs: time_calls(lambda: onnx_model.session.run(None, feed), warmup=warmup, runs=runs)
 
@@ -154,7 +168,7 @@ def main() -> int:
             print(f"peer ready (torch {peer.info['torch']}, {peer.info['threads']} threads); "
                   f"same weights, eval outputs max rel diff {rel:.2e}")
             timers["peer torch"] = lambda w, r: peer.time(w, r, workdir)
-            timers["peer onnx"] = onnx_timer(workdir / peer.info["onnx"])
+            timers["peer onnx"] = onnx_timer(workdir / peer.info["onnx"]["1"])
         else:
             print("peer not installed (run benchmarks/peer/setup.sh); measuring ours only")
         with torch.inference_mode():

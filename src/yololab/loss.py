@@ -109,5 +109,6 @@ class DetectionLoss(nn.Module):
         if self.reg_max == 1:
             return dist2bbox(pred_dist, anchors, xywh=False)
         b, a, _ = pred_dist.shape
-        dist = pred_dist.view(b, a, 4, self.reg_max).softmax(-1) @ self.bins.to(pred_dist.dtype)
+        # .to(pred_dist): the loss may be built on the CPU and used with a CUDA model
+        dist = pred_dist.view(b, a, 4, self.reg_max).softmax(-1) @ self.bins.to(pred_dist)
         return dist2bbox(dist, anchors, xywh=False)

@@ -65,7 +65,7 @@ class Trainer:
         self.rank, self.world = dist.rank(), dist.world_size()
         self.main = dist.is_main()
         self.device = self._device()
-        if self.world > 1:
+        if self.rank >= 0:  # launched by torchrun, with one process too (its sampler needs the process group)
             dist.init_distributed(self.device)
         init_seeds(self.args.seed, self.args.deterministic)  # same initial weights on every rank
         self.save_dir = self._save_dir()
