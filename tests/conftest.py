@@ -52,7 +52,3 @@ def shared_dataset(name: str) -> Path:
         pytest.skip(f"../shared/datasets/{name} not present")
     return path
 
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "cuda: needs a CUDA GPU; skipped without one (benchmarks/gpu_check.sh runs "
-                                       "them on a GPU machine)")
