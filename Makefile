@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo ablation-bccd test install clean
+.PHONY: demo ablation-bccd test test-slow install clean
 
 # idle OpenMP threads sleep instead of spinning (several processes share few cores in tests and compare)
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -36,7 +36,11 @@ ablation-bccd: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -n 2 -q
+	$(PY) -m pytest -n 2 -q -m "not slow"
+
+# the heavy tests (real trainings and comparisons, every config exported): run before resolving what they cover
+test-slow: $(STAMP)
+	$(PY) -m pytest -n 2 -q -m slow
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
