@@ -1,7 +1,11 @@
 """yololab: build, train, evaluate, export and honestly compare YOLO detectors from pluggable modules."""
 
 from ._version import __version__
-from .api import YOLO
-from .nn.registry import register
+from .utils.threads import apply_environment
+
+apply_environment()  # before anything imports torch: its OpenMP runtime reads the environment once, when it loads
+
+from .api import YOLO  # noqa: E402
+from .nn.registry import register  # noqa: E402
 
 __all__ = ["YOLO", "__version__", "register"]

@@ -27,6 +27,7 @@ from .plugins import load_plugins
 from .utils import dist
 from .utils.files import run_dir
 from .utils.profile import count_gflops, count_params
+from .utils.threads import set_threads
 from .utils.torch_utils import fused_copy, select_device
 
 
@@ -64,6 +65,7 @@ class YOLO:
         Afterwards ``.model`` holds the best weights (``best.pt``, else ``last.pt``) of the run.
         """
         s = settings("train", {"model": str(self.source or ""), **kwargs}, where="YOLO.train")
+        set_threads(s.threads)
         if len(dist.device_list(s.device)) > 1:
             raise ConfigError("multi-GPU training runs one process per GPU: use `yololab train ... device=0,1` "
                               "(or torchrun --nproc_per_node=N -m yololab train ...)")
@@ -86,6 +88,7 @@ class YOLO:
         """
         s = settings("predict", {"save": False, **kwargs}, where="YOLO.predict",
                      exclude=("model", "source", "nc", "plugins", "json"))
+        set_threads(s.threads)
         return predict_source(self.model, source, stream=stream, **predict_kwargs(s))
 
     def val(self, **kwargs: Any) -> dict[str, Any]:
@@ -94,12 +97,14 @@ class YOLO:
         Returns the metrics: map, map50, map75, aps/apm/apl, ars/arm/arl, precision, recall, per_class, speed_ms.
         """
         s = settings("val", kwargs, where="YOLO.val", exclude=("model", "nc", "plugins"))
+        set_threads(s.threads)
         s = s.replace(model=str(self.source or ""))
         return validate_model(self.model, s, yaml_source=self.source if self.checkpoint is None else None)
 
     def export(self, **kwargs: Any) -> dict[str, Any]:
         """Export the fused model with the keys of ``yololab export``; returns file, max_abs_diff, opset, size_mb."""
         s = settings("export", kwargs, where="YOLO.export", exclude=("model", "nc", "plugins"))
+        set_threads(s.threads)
         return export_model(self.model, s, source=self.source)
 
     def fuse(self) -> "YOLO":

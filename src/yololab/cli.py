@@ -18,6 +18,7 @@ from .cfg import ConfigError, Settings, command_defaults, command_keys, parse_va
 from .data import format_check_report
 from .plugins import load_plugins
 from .utils.files import RunLockedError, json_text
+from .utils.threads import set_threads
 
 Printer = Callable[[dict, Settings], None]
 
@@ -119,6 +120,7 @@ def run(name: str, overrides: dict[str, Any]) -> dict | None:
 def _execute(name: str, s: Settings) -> dict | None:
     if s.get("plugins"):
         load_plugins(s["plugins"])
+    set_threads(s.get("threads"))
     return COMMANDS[name].func(s)
 
 

@@ -99,6 +99,7 @@ RULES: dict[str, Rule] = {
     "batch": count(1),
     "device": Rule("str", optional=True),
     "workers": count(0),
+    "threads": count(1, optional=True),
     "project": Rule("str", optional=True),
     "name": Rule("str", optional=True),
     "source": Rule("any", optional=True),  # path, glob, list or (Python) an array

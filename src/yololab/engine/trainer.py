@@ -23,6 +23,7 @@ from ..loss import DetectionLoss
 from ..nn import DetectionModel
 from ..plots import plot_training_curves
 from ..utils import dist
+from ..utils.profile import machine_summary
 from ..utils.files import RunLock, remove_stale_temp_files, run_dir, to_jsonable
 from ..utils.torch_utils import (ModelEMA, init_seeds, parameter_groups, rng_states, select_device, set_rng_states,
                                  transfer_weights, unwrap)
@@ -228,6 +229,7 @@ class Trainer:
         self.log(f"training {self.save_dir} for {epochs} epochs: {len(self.train_loader.dataset)} train images, "
                  f"{nb} batches of {self.batch} per process x {self.world}, device {self.device}"
                  + (f", AMP {self.amp_dtype}" if self.amp_dtype else ""))
+        self.log(f"machine: {machine_summary()}")
         epoch_times, train_times = [], []  # whole epochs; their training part (loading, forward, backward, step)
         try:
             for epoch in range(self.start_epoch, epochs):

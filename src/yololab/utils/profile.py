@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .threads import describe as describe_threads
 from .torch_utils import fused_copy
 
 
@@ -27,8 +28,7 @@ def machine_summary(load: bool = True) -> str:
     cpu += f" ({torch.backends.cpu.get_cpu_capability()})"  # the kernels torch picks: numerics differ between them
     load_now = f", load average {os.getloadavg()[0]:.1f}" if load and hasattr(os, "getloadavg") else ""
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return (f"{cpu}, {os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} "
-            f"thread(s){load_now}{gpu}")
+    return f"{cpu}, {os.cpu_count()} CPU cores, torch {torch.__version__} with {describe_threads()}{load_now}{gpu}"
 
 
 def count_params(model: nn.Module) -> int:
