@@ -37,11 +37,19 @@ def modules(s: dict[str, Any]) -> dict:
     return {"modules": {n: s.description for n, s in specs.items()}, "torch": torch_allowed()}
 
 
-@command("check-data", ("data", "imgsz"), "images, boxes, object sizes and every problem of a dataset")
+@command("check-data", ("data", "imgsz", "model", "plugins"),
+         "images, boxes, object sizes and every problem of a dataset (with model=: how its anchors fit)")
 def check_data(s: dict[str, Any]) -> dict:
+    from .autoanchor import model_anchors
+    from .cfg import ConfigError, given_keys
     from .data import check_data as check, format_check_report
 
-    result = check(s["data"], imgsz=int(s["imgsz"]))
+    anchors = None
+    if "model" in given_keys(s):
+        anchors = model_anchors(_load_model(s).model)
+        if anchors is None:
+            raise ConfigError(f"check-data model={s['model']}: the model has no anchors (its head is anchor-free)")
+    result = check(s["data"], imgsz=int(s["imgsz"]), anchors=None if anchors is None else anchors.view(-1, 2).numpy())
     if not s["json"]:
         print(format_check_report(result))
     return result
