@@ -16,9 +16,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..autoanchor import check_anchors
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..data import DataConfig, YoloDataset, build_dataloader, load_data_config, plot_label_distribution
-from ..loss import DetectionLoss
+from ..loss import build_loss
 from ..nn import DetectionModel
 from ..plots import plot_training_curves
 from ..utils import dist
@@ -138,6 +139,9 @@ class Trainer:
                                 stride=stride, cache=a["cache"], nc=self.data.nc)
         self.train_loader = build_dataloader(train_set, self.batch, workers=int(a["workers"]), shuffle=True,
                                              seed=int(a["seed"]), rank=self.rank)
+        if a.get("autoanchor", True) and self.resume_ckpt is None:  # before the loss and EMA copy the anchors
+            check_anchors(self.model, train_set.labels, int(a["imgsz"]), float(a.get("anchor_t") or 4.0),
+                          seed=int(a["seed"]), log=self.log)
         if self.main and a["plots"]:
             plot_label_distribution(train_set.labels, self.data.names, self.save_dir / "labels.png", int(a["imgsz"]))
         self.val_loader = None
@@ -149,7 +153,7 @@ class Trainer:
         self.optimizer = self._build_optimizer(len(train_set))
         self.lf = lr_lambda(bool(a["cos_lr"]), float(a["lrf"]), int(a["epochs"]))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
-        self.loss_fn = DetectionLoss(self.model, box=float(a["box"]), cls=float(a["cls"]), dfl=float(a["dfl"]))
+        self.loss_fn = build_loss(self.model, a)
         if world > 1:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -209,7 +213,8 @@ class Trainer:
             # a fresh run in a reused folder starts a new table; a resumed one drops rows after its checkpoint
             _truncate_csv(self.save_dir / "results.csv", self.start_epoch)
         nb = len(self.train_loader)
-        warmup_iters = round(float(a["warmup_epochs"]) * nb) if float(a["warmup_epochs"]) > 0 else -1
+        warmup_iters = (max(round(float(a["warmup_epochs"]) * nb), int(a.get("warmup_min_iters") or 0))
+                        if float(a["warmup_epochs"]) > 0 else -1)
         self.log(f"training {self.save_dir} for {epochs} epochs: {len(self.train_loader.dataset)} train images, "
                  f"{nb} batches of {self.batch} per process x {self.world}, device {self.device}"
                  + (f", AMP {self.amp_dtype}" if self.amp_dtype else ""))
