@@ -158,3 +158,12 @@ def test_unusable_anchor_yaml_is_an_error(change, message):
         cfg["anchors"] = change["anchors"]
     with pytest.raises(ModelConfigError, match=message):
         DetectionModel(cfg)
+
+
+@pytest.mark.parametrize("name", ["yolov5n-anchor-slimneck.yaml", "yolov5n-anchor-repvit.yaml",
+                                  "yolov5n-anchor-revcol.yaml"])
+def test_research_modules_on_the_anchor_head(name):
+    model = DetectionModel(name, nc=2)
+    assert isinstance(model.head, AnchorDetect) and model.stride.tolist() == [8.0, 16.0, 32.0]
+    feats = model.train()(torch.rand(1, 3, 64, 64))
+    assert [tuple(f.shape) for f in feats] == [(1, 21, 8, 8), (1, 21, 4, 4), (1, 21, 2, 2)]
