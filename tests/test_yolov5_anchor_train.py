@@ -13,6 +13,7 @@ from yololab import YOLO
 from yololab.cfg import defaults
 from yololab.cfg.recipe import load_recipe, recipe_name
 from yololab.checkpoint import load_checkpoint, model_from_checkpoint
+from yololab.engine.exporter import OnnxModel, export
 from yololab.engine.predictor import sliced_predict
 from yololab.engine.trainer import Trainer
 from yololab.nn import DetectionModel, load_model_yaml
@@ -90,3 +91,38 @@ def test_trained_model_predicts_whole_and_sliced(trained):
 
 def test_fuse_and_onnx_equivalence(tmp_path):
     assert_fuses_and_exports(DetectionModel("yolov5n-anchor.yaml", nc=3), tmp_path, imgsz=96)
+
+
+def test_dynamic_onnx_export_takes_any_batch_and_size(tmp_path):
+    model = DetectionModel("yolov5n-anchor.yaml", nc=2).eval()
+    onnx_model = OnnxModel(export(model, tmp_path / "d.onnx", imgsz=64, dynamic=True, simplify=False,
+                                  verbose=False)["file"])
+    x = torch.rand(2, 3, 96, 128)
+    with torch.no_grad():
+        ref = model(x)
+    out = onnx_model(x)
+    assert out.shape == ref.shape and (out - ref).abs().max() <= 1e-4 * ref.abs().max()
+
+
+def test_interrupted_anchor_run_resumes_to_the_same_weights(tmp_path):
+    data = tiny_dataset(tmp_path / "data", n_train=8, n_val=4)
+    model_file = tmp_path / "anchor-count.yaml"
+    model_file.write_text(yaml.safe_dump({**load_model_yaml("yolov5n-anchor.yaml"), "anchors": 3}))
+
+    def settings(name: str) -> dict:
+        s = dict(tiny_settings(data, tmp_path, model=str(model_file), name=name, epochs=2, box=0.05, cls=0.5))
+        return {**s, "obj": 1.0, "anchor_t": 4.0, "autoanchor": True}
+
+    def interrupt_after_first_epoch(trainer: Trainer) -> None:
+        if trainer.epoch == 0:
+            raise KeyboardInterrupt
+
+    Trainer(settings("straight")).train()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(settings("cut"), on_epoch_end=[interrupt_after_first_epoch]).train()
+    last = tmp_path / "cut" / "weights" / "last.pt"
+    Trainer(tiny_settings(data, tmp_path, resume=str(last))).train()  # AutoAnchor does not run again
+    straight, resumed = load_checkpoint(tmp_path / "straight" / "weights" / "last.pt"), load_checkpoint(last)
+    assert resumed["meta"]["model_yaml"]["anchors"] == straight["meta"]["model_yaml"]["anchors"]
+    for key, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][key]), key

@@ -92,8 +92,8 @@ def check_anchors(model: nn.Module, labels: list[dict], imgsz: int, anchor_t: fl
     head.anchors_given = True
     check_anchor_order(head)
     pixels = model_anchors(model).view(head.nl, -1)
-    if isinstance(getattr(model, "yaml", None), dict):  # a model rebuilt from its checkpoint's YAML has them as given
-        model.yaml["anchors"] = [[round(v, 2) for v in level] for level in pixels.tolist()]
+    if isinstance(getattr(model, "yaml", None), dict):  # a model rebuilt from its checkpoint's YAML gets them exactly
+        model.yaml["anchors"] = pixels.tolist()  # (strides are powers of 2: pixels / stride is the buffer again)
     result.update(bpr=new_bpr, anchors_per_box=new_per_box, changed=True, bpr_before=bpr, anchors=pixels.tolist())
     log(text + f"; new anchors from k-means + evolution: best possible recall {new_bpr:.4f}, {new_per_box:.2f} "
         f"anchors per box; pixels {np.round(new).astype(int).reshape(head.nl, -1).tolist()}")
