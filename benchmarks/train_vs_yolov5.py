@@ -2,8 +2,8 @@
 
 The sibling of ``train_vs_peer.py`` (same records, scoring and table code): both sides get the same dataset, seed,
 epochs, image size, batch size, device and loader workers, and each trains with its own default recipe: YOLOv5's
-``hyp.scratch-low`` (its default) and yololab's family recipe for anchor-based models (``cfg/recipes/yolov5-anchor.yaml``,
-the same values). The architecture is the same network: our ``yolov5n-anchor.yaml`` on our side, the package's own
+``hyp.scratch-low`` (its default) and yololab's family recipe for anchor-based models
+(``cfg/recipes/yolov5-anchor.yaml``, the same values). The architecture is the same network: our ``yolov5n-anchor.yaml`` on our side, the package's own
 ``models/yolov5n.yaml`` on the peer's. Both are scored by yololab's COCO evaluator on the same ground truth (the peer's
 val predictions of its best.pt, conf 0.001, iou 0.6, exported as COCO json).
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from model_checks import assert_fuses_and_exports
+from tiny_training import tiny_dataset, tiny_settings
 
 from yololab import YOLO
 from yololab.cfg import defaults
@@ -17,8 +19,6 @@ from yololab.engine.exporter import OnnxModel, export
 from yololab.engine.predictor import sliced_predict
 from yololab.engine.trainer import Trainer
 from yololab.nn import DetectionModel, load_model_yaml
-from model_checks import assert_fuses_and_exports
-from tiny_training import tiny_dataset, tiny_settings
 
 # YOLOv5 v7.0 data/hyps/hyp.scratch-low.yaml (the keys with an effect) and its train.py choices outside the file.
 HYP_SCRATCH_LOW = {"lr0": 0.01, "lrf": 0.01, "momentum": 0.937, "weight_decay": 0.0005, "warmup_epochs": 3.0,
@@ -70,7 +70,7 @@ def test_training_lowers_the_loss_and_validates(trained):
 
 
 def test_checkpoint_carries_the_autoanchor_anchors(trained):
-    trainer, result = trained
+    _, result = trained
     ckpt = load_checkpoint(result["best"])
     anchors_px = ckpt["model"]["model.24.anchors"] * torch.tensor([8.0, 16.0, 32.0]).view(3, 1, 1)
     computed = ckpt["meta"]["model_yaml"]["anchors"]

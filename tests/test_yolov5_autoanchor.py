@@ -9,7 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
-import yololab.autoanchor as autoanchor
+from yololab import autoanchor
 from yololab.autoanchor import check_anchors, kmeans_anchors, model_anchors
 from yololab.data import check_data, format_check_report
 from yololab.data.check import anchor_fit

@@ -47,7 +47,8 @@ def match_anchors(targets: torch.Tensor, anchors: torch.Tensor, grid_hw: tuple[i
     xy, inverse = boxes[target, :2], gain[:2] - boxes[target, :2]
     near_low = (xy % 1 < 0.5) & (xy > 1)  # left / upper neighbour is the closer one
     near_high = (inverse % 1 < 0.5) & (inverse > 1)  # right / lower neighbour
-    use = torch.stack((torch.ones_like(near_low[:, 0]), near_low[:, 0], near_low[:, 1], near_high[:, 0], near_high[:, 1]))
+    use = torch.stack((torch.ones_like(near_low[:, 0]), near_low[:, 0], near_low[:, 1], near_high[:, 0],
+                       near_high[:, 1]))
     offset_id, pair = use.nonzero(as_tuple=True)
     offsets = torch.tensor(NEIGHBOUR_OFFSETS, dtype=boxes.dtype, device=boxes.device) * 0.5
     centre = xy[pair] - offsets[offset_id]

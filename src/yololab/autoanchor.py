@@ -3,7 +3,8 @@ is below 0.98, replace them by k-means on the box sizes refined by a genetic sea
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -90,8 +90,9 @@ def format_check_report(result: dict[str, Any], max_entries: int = 20) -> str:
                      f"large {sizes['large']:,}")
         if "anchor_fit" in st:
             fit = st["anchor_fit"]
-            lines.append(f"  anchors: best possible recall {fit['bpr']:.4f}, {fit['anchors_per_box']:.2f} anchors per box"
-                         + ("" if fit["bpr"] >= BPR_TARGET else f" (below {BPR_TARGET}: AutoAnchor recomputes them before training)"))
+            low = "" if fit["bpr"] >= BPR_TARGET else f" (below {BPR_TARGET}: AutoAnchor recomputes them before training)"
+            lines.append(f"  anchors: best possible recall {fit['bpr']:.4f}, {fit['anchors_per_box']:.2f} anchors per "
+                         f"box{low}")
         width = max(len(n) for n in st["per_class"])
         for name, c in st["per_class"].items():
             lines.append(f"  {name:<{width}}  {c['images']:>7,} images  {c['boxes']:>8,} boxes")

@@ -18,7 +18,7 @@ def _anchor_args(args: list, c_in: list[int], ctx: BuildContext) -> list:
         raise ValueError(f"the anchor-based head takes [nc, anchors], got {args}")
     nc, anchors = args
     if isinstance(anchors, bool) or not isinstance(anchors, (int, list)):
-        raise ValueError(f"anchors must be a per-level list of pixel (w, h) pairs or an int, got {anchors!r}")
+        raise TypeError(f"anchors must be a per-level list of pixel (w, h) pairs or an int, got {anchors!r}")
     if isinstance(anchors, int):
         if anchors < 1:
             raise ValueError(f"anchors per level must be >= 1, got {anchors}")
@@ -27,7 +27,8 @@ def _anchor_args(args: list, c_in: list[int], ctx: BuildContext) -> list:
         raise ValueError(f"{len(anchors)} anchor levels for {len(c_in)} head inputs")
     sizes = {len(level) if isinstance(level, list) else -1 for level in anchors}
     if len(sizes) != 1 or min(sizes) < 2 or min(sizes) % 2:
-        raise ValueError(f"each anchor level must list the same even number of sizes (w1, h1, w2, h2, ...), got {anchors}")
+        raise ValueError(f"each anchor level must list the same even number of sizes (w1, h1, w2, h2, ...), "
+                         f"got {anchors}")
     if not all(isinstance(v, (int, float)) and v > 0 for level in anchors for v in level):
         raise ValueError(f"anchor sizes must be positive numbers, got {anchors}")
     return [nc if nc is not None else ctx.nc, anchors, c_in]

@@ -143,12 +143,13 @@ def build_layers(cfg: dict, ch: int = 3) -> tuple[nn.Sequential, list[int], list
 
 def _anchor_head_rows(rows: list, where: str) -> list:
     """A YAML with top-level ``anchors:`` builds its ``Detect, [nc, anchors]`` rows as the anchor-based head."""
-    heads = [i for i, r in enumerate(rows) if isinstance(r, list) and len(r) == 4 and r[2] in ("Detect", "AnchorDetect")]
+    heads = [i for i, r in enumerate(rows)
+             if isinstance(r, list) and len(r) == 4 and r[2] in ("Detect", "AnchorDetect")]
     usable = [i for i in heads if isinstance(rows[i][3], list) and len(rows[i][3]) == 2]
     if not heads or len(usable) != len(heads):
-        raise ModelConfigError(f"{where}: has a top-level 'anchors:' but no head row `[from, 1, Detect, [nc, anchors]]` "
-                               "to honour it (only the anchor-based Detect uses anchors); remove 'anchors:' for the "
-                               "anchor-free head or give the head row its anchors")
+        raise ModelConfigError(f"{where}: has a top-level 'anchors:' but no head row "
+                               "`[from, 1, Detect, [nc, anchors]]` to honour it (only the anchor-based Detect uses "
+                               "anchors); remove 'anchors:' for the anchor-free head or give the head row its anchors")
     return [[*r[:2], "AnchorDetect", r[3]] if i in heads else r for i, r in enumerate(rows)]
 
 
