@@ -1,4 +1,5 @@
-"""Run a benchmark body inside the peer's venv (Ultralytics, installed by benchmarks/peer/setup.sh).
+"""Run a benchmark body inside the peer's venv (Ultralytics, installed by benchmarks/peer/setup.sh; the packaged
+YOLOv5 by benchmarks/peer/setup_yolov5.sh).
 
 The peer is never imported by ``src/``: benchmarks that compare side by side re-execute themselves
 with the peer venv's Python, which sees our sources through ``sys.path``.
@@ -14,6 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PEER_PYTHON = ROOT / "benchmarks" / ".peer-venv" / "bin" / "python"
 PEER_CONFIG = ROOT / "benchmarks" / ".cache" / "peer-config"  # setup.sh puts the local font here (no download)
+YOLOV5_PYTHON = ROOT / "benchmarks" / ".peer-yolov5-venv" / "bin" / "python"
+YOLOV5_CONFIG = ROOT / "benchmarks" / ".cache" / "peer-yolov5-config"  # setup_yolov5.sh puts Arial.ttf here
 
 
 def peer_available() -> bool:
@@ -26,6 +29,14 @@ def peer_env() -> dict[str, str]:
     PEER_CONFIG.mkdir(parents=True, exist_ok=True)
     return dict(os.environ, YOLO_OFFLINE="1", YOLO_CONFIG_DIR=str(PEER_CONFIG), MPLBACKEND="Agg",
                 PYTHONPATH=str(ROOT / "src"))
+
+
+def yolov5_env() -> dict[str, str]:
+    """Environment of the packaged YOLOv5 process: offline, a private config dir holding the local font, no
+    auto-install, and torch.load's pre-2.6 default (its checkpoint strip does not pass weights_only=False)."""
+    YOLOV5_CONFIG.mkdir(parents=True, exist_ok=True)
+    return dict(os.environ, YOLOV5_CONFIG_DIR=str(YOLOV5_CONFIG), YOLO_OFFLINE="1", YOLO_AUTOINSTALL="false",
+                TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1", MPLBACKEND="Agg", PYTHONPATH=str(ROOT / "src"))
 
 
 def rerun_in_peer(script: str, *args: str) -> int:

@@ -24,7 +24,9 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import yaml
 from _peer import PEER_PYTHON, peer_available, peer_env
@@ -77,7 +79,7 @@ def run_ours(args, data: Path, project: Path) -> dict:
     cmd = [sys.executable, "-m", "yololab", "train", f"model={args.model}.yaml", f"data={data}",
            f"epochs={args.epochs}", f"imgsz={args.imgsz}", f"batch={args.batch}", f"device={args.device}",
            f"seed={args.seed}", f"workers={args.workers}", f"project={project}", "name=train", "exist_ok=true",
-           "plots=false", "json=true"]
+           "plots=false", "json=true", *(f"{k}={v}" for k, v in args.ours_settings.items())]
     result = _run(cmd, project / "ours.log", env=os.environ.copy())
     return {"map50": result["map50"], "map": result["map"], "aps": result["aps"],
             "images_per_s": result["train_images_per_s"], "source": "yololab train (final validation of best.pt)"}
@@ -86,14 +88,18 @@ def run_ours(args, data: Path, project: Path) -> dict:
 def run_peer(args, data: Path, project: Path) -> dict:
     if not peer_available():
         raise SystemExit(f"{PEER_PYTHON} not found: run `bash benchmarks/peer/setup.sh` first")
-    from yololab.data import load_data_config
-    from yololab.engine.validator import evaluate_files
-
     cfg = {"model": f"{args.model}.yaml", "data": str(data), "epochs": args.epochs, "imgsz": args.imgsz,
            "batch": args.batch, "device": args.device, "seed": args.seed, "workers": args.workers,
            "project": str(project)}
-    env = peer_env()
-    result = _run([str(PEER_PYTHON), "-c", PEER_SCRIPT, json.dumps(cfg)], project / "peer.log", env=env)
+    result = _run([str(PEER_PYTHON), "-c", PEER_SCRIPT, json.dumps(cfg)], project / "peer.log", env=peer_env())
+    return score_peer(result, data, project, "peer val predictions (conf 0.001, iou 0.7) scored by yololab's evaluator")
+
+
+def score_peer(result: dict, data: Path, project: Path, source: str) -> dict:
+    """A peer script's JSON line (its val predictions, names and epoch times) scored by yololab's evaluator."""
+    from yololab.data import load_data_config
+    from yololab.engine.validator import evaluate_files
+
     gt = coco_ground_truth(load_data_config(data), project)
     predictions = peer_predictions_to_gt_ids(Path(result["predictions"]), gt, result["names"])
     ours_eval = evaluate_files(gt, predictions, verbose=False)
@@ -101,8 +107,7 @@ def run_peer(args, data: Path, project: Path) -> dict:
     durations = sorted(result["epoch_train_s"])
     return {"map50": ours_eval["map50"], "map": ours_eval["map"], "aps": ours_eval["aps"],
             "images_per_s": n_images / durations[len(durations) // 2] if durations else None,
-            "peer_reported": {"map50": result["map50"], "map": result["map"]},
-            "source": "peer val predictions (conf 0.001, iou 0.7) scored by yololab's evaluator"}
+            "peer_reported": {"map50": result["map50"], "map": result["map"]}, "source": source}
 
 
 def coco_ground_truth(cfg, project: Path) -> Path:
@@ -152,6 +157,21 @@ def _run(cmd: list[str], log: Path, env: dict) -> dict:
 OURS, PEER = "yololab", "ultralytics 8.4.190"
 
 
+@dataclass
+class PeerSide:
+    """The framework compared against: its row name, how one seed is run, defaults and where records go."""
+
+    name: str
+    run: Callable[..., dict]
+    model: str
+    records: str
+    ours_settings: dict[str, object] = field(default_factory=dict)  # extra yololab train settings (key -> value)
+    peer_model: str | None = None  # the peer's own model name when it differs from ours
+
+
+ULTRALYTICS = PeerSide(PEER, run_peer, "yolov8n", "train_vs_peer")
+
+
 def table(by_seed: dict[int, dict[str, dict]], args) -> str:
     """Per-seed rows; with two or more seeds run by both, the means and the paired difference with a 95% t CI."""
     from yololab.stats import paired_difference, summarize
@@ -159,34 +179,36 @@ def table(by_seed: dict[int, dict[str, dict]], args) -> str:
     head = (f"{args.model} from scratch on {args.data_name}: epochs={args.epochs} imgsz={args.imgsz} "
             f"batch={args.batch} device={args.device} workers={args.workers} fraction={args.fraction}\n\n")
     lines = ["| seed | framework | mAP50 | mAP50-95 | APs | train images/s |", "|---|---|---|---|---|---|"]
+    peer = args.peer_name
     for seed, rows in sorted(by_seed.items()):
         for name, r in rows.items():
             aps = "-" if r["aps"] is None else f"{r['aps']:.3f}"
             lines.append(f"| {seed} | {name} | {r['map50']:.3f} | {r['map']:.3f} | {aps} | {r['images_per_s']:.2f} |")
-    both = {seed: rows for seed, rows in by_seed.items() if OURS in rows and PEER in rows}
+    both = {seed: rows for seed, rows in by_seed.items() if OURS in rows and peer in rows}
     if both:
         lines.append("")
         for metric, label in (("map", "mAP50-95"), ("map50", "mAP50"), ("aps", "APs")):
             ours = {s: r[OURS][metric] for s, r in both.items() if r[OURS][metric] is not None}
-            peer = {s: r[PEER][metric] for s, r in both.items() if r[PEER][metric] is not None}
-            so, sp, diff = summarize(list(ours.values())), summarize(list(peer.values())), paired_difference(ours, peer)
+            theirs = {s: r[peer][metric] for s, r in both.items() if r[peer][metric] is not None}
+            so, sp = summarize(list(ours.values())), summarize(list(theirs.values()))
+            diff = paired_difference(ours, theirs)
             interval = f" [{diff.low:+.3f}, {diff.high:+.3f}] {diff.verdict}" if diff.n > 1 else ""
             lines.append(f"{label}: yololab {so.mean:.3f}±{so.std:.3f}, peer {sp.mean:.3f}±{sp.std:.3f} over "
                          f"{diff.n} seed(s); yololab - peer {diff.mean:+.3f}{interval}")
-        ratios = [r[OURS]["images_per_s"] / r[PEER]["images_per_s"] for r in both.values()]
+        ratios = [r[OURS]["images_per_s"] / r[peer]["images_per_s"] for r in both.values()]
         lines.append("throughput yololab / peer: " + ", ".join(f"x{x:.2f}" for x in ratios))
         lines.append("peer's own reported numbers: " + ", ".join(
-            f"seed {s}: mAP50 {r[PEER]['peer_reported']['map50']:.3f}, mAP50-95 {r[PEER]['peer_reported']['map']:.3f}"
+            f"seed {s}: mAP50 {r[peer]['peer_reported']['map50']:.3f}, mAP50-95 {r[peer]['peer_reported']['map']:.3f}"
             for s, r in sorted(both.items())))
     return head + "\n".join(lines)
 
 
-def main() -> None:
+def main(side: PeerSide = ULTRALYTICS, description: str = __doc__) -> None:
     from yololab.utils.profile import machine_summary
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=description.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--model", default="yolov8n")
+    p.add_argument("--model", default=side.model)
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--batch", type=int, default=16)
@@ -195,9 +217,10 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--fraction", type=float, default=1.0, help="share of the train images used (val stays whole)")
     p.add_argument("--only", choices=("ours", "peer"), help="run one side only")
-    p.add_argument("--out", type=Path, default=HERE / ".cache" / "train_vs_peer", help="training runs")
-    p.add_argument("--records", type=Path, default=HERE / "records" / "train_vs_peer", help="per-seed results")
+    p.add_argument("--out", type=Path, default=HERE / ".cache" / side.records, help="training runs")
+    p.add_argument("--records", type=Path, default=HERE / "records" / side.records, help="per-seed results")
     args = p.parse_args()
+    args.peer_name, args.ours_settings, args.peer_model = side.name, side.ours_settings, side.peer_model or args.model
     if not args.data.is_file():
         raise SystemExit(f"{args.data} not found (../shared/datasets/bccd is expected beside the checkout)")
     args.data_name = args.data.parent.name
@@ -208,9 +231,9 @@ def main() -> None:
         args.seed, seed_dir = seed, out / f"seed{seed}"
         result_file = records / f"seed{seed}.json"
         rows = json.loads(result_file.read_text()) if result_file.is_file() else {}
-        for name, side, run in ((OURS, "ours", run_ours), (PEER, "peer", run_peer)):
-            if args.only in (None, side) and name not in rows:
-                rows[name] = {**run(args, data, seed_dir / side), "machine": machine_summary()}
+        for name, which, run in ((OURS, "ours", run_ours), (side.name, "peer", side.run)):
+            if args.only in (None, which) and name not in rows:
+                rows[name] = {**run(args, data, seed_dir / which), "machine": machine_summary()}
                 records.mkdir(parents=True, exist_ok=True)
                 result_file.write_text(json.dumps(rows, indent=1))  # after each side: a crash keeps the other
     by_seed = {int(f.stem[4:]): json.loads(f.read_text()) for f in records.glob("seed*.json")}

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from .autoanchor import model_anchors
 from .cfg import ConfigError, Settings, settings
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import check_data as check_dataset
@@ -130,8 +131,14 @@ def modules(s: Settings) -> dict[str, Any]:
 
 
 def check_data(s: Settings) -> dict[str, Any]:
-    """``yololab check-data``: images, boxes, object sizes and every problem of a dataset."""
-    return check_dataset(s.data, imgsz=s.imgsz)
+    """``yololab check-data``: images, boxes, object sizes and every problem of a dataset; with ``model=``, the best
+    possible recall of its anchors on the boxes."""
+    anchors = None
+    if "model" in s.given:
+        anchors = model_anchors(YOLO(s.model).model)
+        if anchors is None:
+            raise ConfigError(f"check-data model={s.model}: the model has no anchors (its head is anchor-free)")
+    return check_dataset(s.data, imgsz=s.imgsz, anchors=None if anchors is None else anchors.view(-1, 2).numpy())
 
 
 def convert(s: Settings) -> dict[str, Any]:

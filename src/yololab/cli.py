@@ -75,8 +75,8 @@ def _print_predict(result: dict, s: Settings) -> None:
 COMMANDS: dict[str, Command] = {c.name: c for c in (
     Command("info", api.info, "layer table, parameters and GFLOPs of a model", _print_info),
     Command("modules", api.modules, "list the registered modules with a one-line description", _print_modules),
-    Command("check-data", api.check_data, "images, boxes, object sizes and every problem of a dataset",
-            _print_check_data),
+    Command("check-data", api.check_data, "images, boxes, object sizes and every problem of a dataset (with model=: "
+                                          "how its anchors fit)", _print_check_data),
     Command("convert", api.convert, "convert a dataset between YOLO txt, COCO json and VOC xml", _print_convert),
     Command("train", api.train, "train a model (device=0,1 starts DDP through torchrun)"),
     Command("val", api.val, "COCO mAP with APs/APm/APl, per-class table, PR/F1 curves, confusion matrix "

@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .anchor_loss import AnchorDetectionLoss
 from .assigner import TaskAlignedAssigner
+from .nn.anchor_head import AnchorDetect
 from .nn.head import bbox2dist, dist2bbox, make_anchors
 from .ops import bbox_ciou, xywh2xyxy
 
@@ -55,6 +57,8 @@ class DetectionLoss(nn.Module):
     Returns ``(total, parts)``: ``total`` = (box * CIoU loss + cls * BCE + dfl * DFL) x batch size (a per-batch sum,
     the scale the default SGD learning rate is tuned for) and ``parts`` the detached (box, cls, dfl) values.
     """
+
+    part_names = ("box", "cls", "dfl")
 
     def __init__(self, model: nn.Module, box: float = 7.5, cls: float = 0.5, dfl: float = 1.5, topk: int = 10,
                  alpha: float = 0.5, beta: float = 6.0, min_size: float | None = None):
@@ -112,3 +116,15 @@ class DetectionLoss(nn.Module):
         # .to(pred_dist): the loss may be built on the CPU and used with a CUDA model
         dist = pred_dist.view(b, a, 4, self.reg_max).softmax(-1) @ self.bins.to(pred_dist)
         return dist2bbox(dist, anchors, xywh=False)
+
+
+def build_loss(model: nn.Module, hyp: dict) -> nn.Module:
+    """The loss that fits the model's head, with its gains from the settings ``hyp``.
+
+    Anchor-based heads read ``box``, ``cls``, ``obj``, ``anchor_t``, ``label_smoothing``, ``fl_gamma`` and ``imgsz``
+    (keys not in ``hyp`` take YOLOv5's values); the anchor-free head reads ``box``, ``cls`` and ``dfl``.
+    """
+    if isinstance(model.head, AnchorDetect):
+        keys = ("box", "cls", "obj", "anchor_t", "label_smoothing", "fl_gamma", "imgsz")
+        return AnchorDetectionLoss(model, **{k: float(hyp[k]) for k in keys if hyp.get(k) is not None})
+    return DetectionLoss(model, box=float(hyp["box"]), cls=float(hyp["cls"]), dfl=float(hyp["dfl"]))

@@ -7,7 +7,9 @@ from typing import Any, Callable
 
 from ..api import command_dir
 from ..cfg import ConfigError, Settings, defaults
+from ..cfg.recipe import load_recipe, recipe_name
 from ..data import load_data_config
+from ..nn import load_model_yaml
 from ..engine.trainer import resolve_lr0
 from ..utils.dist import device_list
 from .costs import measure_costs
@@ -28,21 +30,29 @@ def compare_command(s: Settings) -> dict[str, Any]:
     # every recipe value is passed explicitly, so the runs stay pinned even if a default changes later
     recipe = {k: s[k] if k in s else defaults()[k] for k in recipe_keys()}
     recipe["lr0"] = resolve_lr0(s.optimizer, recipe["lr0"])  # written out: the report shows the real value
+    family_recipes = {m: family_recipe(m, s.given) for m in models}
     devices = [str(d) for d in device_list(s.device)] if s.device not in (None, "", "cpu") else None
     # a named comparison reuses its folder, so running the same command again resumes it
     out = Path(s.project or "runs") / s.name if s.name else command_dir(s, "compare")
     log = (lambda msg: None) if s.json else print
     summary = compare(models, list(range(s.seeds)), out, recipe, nc=data.nc, devices=devices, log=log,
-                      report_only=s.report_only)
+                      report_only=s.report_only, family_recipes={m: r for m, r in family_recipes.items() if r})
     return {"out": summary["out"], "report": summary["report"], "baseline": summary["baseline"],
             "models": {m: {"cost": e["cost"], "runs": e["runs"], "failed": e["failed"], "not_run": e["not_run"],
                            "metrics": {k: {"mean": v["mean"], "std": v["std"]} for k, v in e["metrics"].items()},
                            "vs_baseline": e["vs_baseline"]} for m, e in summary["models"].items()}}
 
 
+def family_recipe(model: str, given: frozenset[str]) -> dict[str, Any]:
+    """The settings of ``model``'s family recipe (``cfg/recipes/``) that the user did not set: what this model
+    trains with instead of the comparison's common recipe (empty for the anchor-free families)."""
+    name = recipe_name(load_model_yaml(model))
+    return {} if name is None else {k: v for k, v in load_recipe(name).items() if k not in given}
+
+
 def compare(models: list[str], seeds: list[int], out: Path, recipe: dict, *, nc: int | None = None,
-            devices: list[str] | None = None, run_fn: RunFn | None = None,
-            log: Callable[[str], None] = print, report_only: bool = False) -> dict[str, Any]:
+            devices: list[str] | None = None, run_fn: RunFn | None = None, log: Callable[[str], None] = print,
+            report_only: bool = False, family_recipes: dict[str, dict] | None = None) -> dict[str, Any]:
     """Run the whole comparison (or, with ``report_only``, only report the runs already finished) and write
     report.md/.csv/.json and plots into ``out``; returns the summary."""
     if len(models) < 2:
@@ -50,10 +60,13 @@ def compare(models: list[str], seeds: list[int], out: Path, recipe: dict, *, nc:
     out.mkdir(parents=True, exist_ok=True)
     log(f"comparing {len(models)} models x {len(seeds)} seeds into {out}; recipe: "
         + ", ".join(f"{k}={v}" for k, v in recipe.items()))
-    results = run_all(models, seeds, out, recipe, run_fn=run_fn, devices=devices, log=log, report_only=report_only)
+    for model, overlay in (family_recipes or {}).items():
+        log(f"{model} trains with its family's recipe for {', '.join(f'{k}={v}' for k, v in overlay.items())}")
+    results = run_all(models, seeds, out, recipe, run_fn=run_fn, devices=devices, log=log, report_only=report_only,
+                      family_recipes=family_recipes)
     costs = {m: measure_costs(m, int(recipe["imgsz"]), nc, log) for m in models}  # after training: a quiet CPU
     summary = analyse(results, models, costs)
-    paths = write_report(summary, recipe, out, results)
+    paths = write_report(summary, recipe, out, results, family_recipes)
     write_plots(summary, results, out)
     log(paths["md"].read_text())
     return {"out": str(out), "report": str(paths["md"]), **summary}

@@ -12,13 +12,15 @@ from ..utils.files import write_json
 from .statistics import RunResult, ACCURACY_METRICS, METRIC_LABELS, TRAINING_COSTS
 
 
-def write_report(summary: dict[str, Any], recipe: dict, out: Path, results: list[RunResult]) -> dict[str, Path]:
+def write_report(summary: dict[str, Any], recipe: dict, out: Path, results: list[RunResult],
+                 family_recipes: dict[str, dict] | None = None) -> dict[str, Path]:
     """report.md, report.csv and report.json in ``out``; returns their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "report.md", "csv": out / "report.csv", "json": out / "report.json"}
-    write_json(paths["json"], {"summary": summary, "recipe": recipe, "runs": [r.__dict__ for r in results]}, indent=1)
+    write_json(paths["json"], {"summary": summary, "recipe": recipe, "family_recipes": family_recipes or {},
+                               "runs": [r.__dict__ for r in results]}, indent=1)
     _write_csv(summary, paths["csv"])
-    paths["md"].write_text(format_markdown(summary, recipe, results))
+    paths["md"].write_text(format_markdown(summary, recipe, results, family_recipes))
     return paths
 
 
@@ -40,7 +42,8 @@ def _write_csv(summary: dict[str, Any], file: Path) -> None:
             writer.writerow(row)
 
 
-def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResult]) -> str:
+def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResult],
+                    family_recipes: dict[str, dict] | None = None) -> str:
     """The table a user pastes into a paper, with verdicts and the recipe."""
     lines = [f"# Ablation report (baseline: {summary['baseline']})", "",
              "Accuracy in percent, mean ± sample std over seeds. Δ is the paired (same seed) difference to the "
@@ -77,8 +80,11 @@ def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResu
     if len(machines) > 1:
         lines += ["", "The same seed reproduces a run bit for bit only on the same hardware and software; runs from "
                   "different machines differ like different seeds do, so the intervals above include that noise."]
-    lines += ["", "## Recipe (identical for every run)", "", "```"]
+    lines += ["", "## Recipe (identical for every run)" if not family_recipes else "## Recipe", "", "```"]
     lines += [f"{k}: {v}" for k, v in recipe.items()] + ["```", ""]
+    for model, overlay in (family_recipes or {}).items():
+        lines += [f"{Path(model).stem} trains with its family's recipe (cfg/recipes/) for the keys you did not set: "
+                  + ", ".join(f"{k}={v}" for k, v in overlay.items()), ""]
     return "\n".join(lines)
 
 

@@ -84,11 +84,12 @@ def train_subprocess(model: str, seed: int, run_dir: Path, recipe: dict, device:
 
 
 def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run_fn: RunFn | None = None,
-            devices: list[str] | None = None, log: Callable[[str], None] = print,
-            report_only: bool = False) -> list[RunResult]:
+            devices: list[str] | None = None, log: Callable[[str], None] = print, report_only: bool = False,
+            family_recipes: dict[str, dict] | None = None) -> list[RunResult]:
     """Run (or reuse) every model x seed, seed by seed (a partial comparison covers every model); with several
     devices, one run per device at a time, each run taking whichever device is free. ``report_only`` trains
-    nothing: runs without a finished result come back as not run."""
+    nothing: runs without a finished result come back as not run. ``family_recipes[model]`` overrides ``recipe``
+    for that model (its family's recipe, for the keys the user did not set)."""
     jobs = [(m, s) for s in seeds for m in models]
     devices = devices or [None]
     run_fn = run_fn or train_subprocess
@@ -97,10 +98,11 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
         free.put(device)
     trained_s: list[float] = []  # wall time of each run trained by this call: the ETA of the ones left
     machine = machine_summary(load=False)
-    recipe_json = to_jsonable(recipe)  # what a finished run's result.json holds
 
     def one(index_job):
         index, (model, seed) = index_job
+        run_recipe = {**recipe, **(family_recipes or {}).get(model, {})}
+        recipe_json = to_jsonable(run_recipe)  # what a finished run's result.json holds
         name = Path(model).stem
         prefix = f"[{index + 1}/{len(jobs)}] {name} seed {seed}"
         run_dir = out / "runs" / f"{name}-seed{seed}"
@@ -120,7 +122,7 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
         t0 = time.time()
         device = free.get()
         try:
-            metrics = run_fn(model, seed, run_dir, recipe, device)
+            metrics = run_fn(model, seed, run_dir, run_recipe, device)
         except Exception as e:  # a failed run is reported, the others go on
             log(f"{prefix}: FAILED ({e})")
             return RunResult(model, seed, False, error=str(e), run_dir=str(run_dir))
@@ -128,7 +130,7 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
             free.put(device)
         metrics.setdefault("wall_time_s", round(time.time() - t0, 1))
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(done, {"recipe": recipe, "metrics": metrics, "machine": machine}, indent=1)
+        write_json(done, {"recipe": run_recipe, "metrics": metrics, "machine": machine}, indent=1)
         trained_s.append(time.time() - t0)
         left = len(jobs) - index - 1
         eta = f"; about {_duration(sum(trained_s) / len(trained_s) * left / len(devices))} for the {left} left" \

@@ -13,6 +13,7 @@ from .labels import load_labels
 from .report import PROBLEM_KINDS
 
 SMALL_MAX, MEDIUM_MAX = 32, 96  # COCO size buckets: area < 32^2 small, < 96^2 medium, else large
+BPR_TARGET = 0.98  # anchors whose best possible recall is lower are recomputed by AutoAnchor before training
 
 
 def box_sizes_at(labels: list[dict], imgsz: int) -> np.ndarray:
@@ -29,6 +30,20 @@ def size_buckets(wh: np.ndarray) -> dict[str, int]:
     return {"small": int(small.sum()), "medium": int((medium & ~small).sum()), "large": int((~medium).sum())}
 
 
+def anchor_fit(wh: np.ndarray, anchors: np.ndarray, anchor_t: float = 4.0) -> tuple[float, float]:
+    """How well prior boxes fit box sizes under the wh-ratio rule: (best possible recall, anchors per box).
+
+    A box fits an anchor when neither side differs by more than a factor ``anchor_t``; the best possible recall is
+    the fraction of boxes (``wh`` (n, 2), pixels) that fit at least one of ``anchors`` (k, 2), pixels.
+    """
+    if not len(wh):
+        return 0.0, 0.0
+    ratio = wh[:, None] / anchors[None]  # (n, k, 2)
+    worst_side = np.minimum(ratio, 1 / ratio).min(2)  # (n, k)
+    fits = worst_side > 1 / anchor_t
+    return float(fits.any(1).mean()), float(fits.sum(1).mean())
+
+
 def split_statistics(labels: list[dict], names: dict[int, str], imgsz: int) -> dict[str, Any]:
     """Images, boxes, background images, per-class images/boxes and size buckets of one split."""
     cls = [lb["cls"].reshape(-1).astype(int) for lb in labels]
@@ -39,12 +54,14 @@ def split_statistics(labels: list[dict], names: dict[int, str], imgsz: int) -> d
             "per_class": per_class, "sizes": size_buckets(box_sizes_at(labels, imgsz))}
 
 
-def check_data(data: str | Path, imgsz: int = 640) -> dict[str, Any]:
+def check_data(data: str | Path, imgsz: int = 640, anchors: np.ndarray | None = None,
+               anchor_t: float = 4.0) -> dict[str, Any]:
     """Statistics and problems of every split of a dataset, as one JSON-able dict.
 
     ``{"data", "root", "imgsz", "names", "splits": {split: {"files", "images", "boxes", "background_images",
     "per_class", "sizes"}}, "problems": {split: {"counts", "entries"}}}``; sizes are measured with each
-    image resized to ``imgsz`` (long side), as in training.
+    image resized to ``imgsz`` (long side), as in training. Given a model's ``anchors`` ((k, 2) pixels), each split
+    also gets ``"anchor_fit": {"bpr", "anchors_per_box"}`` (see ``anchor_fit``).
     """
     cfg = load_data_config(data)
     result: dict[str, Any] = {"data": str(cfg.yaml_file), "root": str(cfg.root), "imgsz": int(imgsz),
@@ -55,6 +72,10 @@ def check_data(data: str | Path, imgsz: int = 640) -> dict[str, Any]:
             continue
         labels, report = load_labels(files, cfg.nc)
         result["splits"][split] = {"files": len(files), **split_statistics(labels, cfg.names, imgsz)}
+        if anchors is not None:
+            bpr, per_box = anchor_fit(box_sizes_at(labels, imgsz), np.asarray(anchors, np.float32).reshape(-1, 2),
+                                      anchor_t)
+            result["splits"][split]["anchor_fit"] = {"bpr": round(bpr, 4), "anchors_per_box": round(per_box, 2)}
         result["problems"][split] = report.to_dict()
     return result
 
@@ -67,6 +88,11 @@ def format_check_report(result: dict[str, Any], max_entries: int = 20) -> str:
         lines.append(f"\n{split}: {st['images']:,} images ({st['files']:,} files, {st['background_images']:,} "
                      f"background), {st['boxes']:,} boxes; small {sizes['small']:,} / medium {sizes['medium']:,} / "
                      f"large {sizes['large']:,}")
+        if "anchor_fit" in st:
+            fit = st["anchor_fit"]
+            low = "" if fit["bpr"] >= BPR_TARGET else f" (below {BPR_TARGET}: AutoAnchor recomputes them before training)"
+            lines.append(f"  anchors: best possible recall {fit['bpr']:.4f}, {fit['anchors_per_box']:.2f} anchors per "
+                         f"box{low}")
         width = max(len(n) for n in st["per_class"])
         for name, c in st["per_class"].items():
             lines.append(f"  {name:<{width}}  {c['images']:>7,} images  {c['boxes']:>8,} boxes")

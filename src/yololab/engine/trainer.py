@@ -16,10 +16,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..autoanchor import check_anchors
 from ..cfg import Settings, command_keys, settings as cfg_settings
+from ..cfg.recipe import load_recipe, recipe_name
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..data import DataConfig, YoloDataset, build_dataloader, load_data_config, plot_label_distribution
-from ..loss import DetectionLoss
+from ..loss import build_loss
 from ..nn import DetectionModel
 from ..plots import plot_training_curves
 from ..utils import dist
@@ -74,6 +76,8 @@ class Trainer:
         self.lock: RunLock | None = None
         self.data: DataConfig = load_data_config(self.args.data)
         self.model = self._build_model(model)
+        if self.resume_ckpt is None:  # a resumed run keeps the settings its checkpoint recorded
+            self.args = self._with_family_recipe()
         self.epoch, self.best_fitness, self.metrics = 0, -1.0, {}
         self.epochs_without_improvement = 0
         self.train_time = 0.0
@@ -125,6 +129,18 @@ class Trainer:
             p.requires_grad_(".dfl." not in name)  # the DFL ramp stays fixed
         return model.float().train()
 
+    def _with_family_recipe(self) -> Settings:
+        """The settings with the model family's recipe (``cfg/recipes/``) for every key the user did not set: a key
+        the user sets wins, then the family's recipe, then default.yaml."""
+        name = recipe_name(self.model.yaml)
+        if name is None:
+            return self.args
+        recipe = load_recipe(name)
+        kept = sorted(k for k in recipe if k in self.args.given)
+        self.log(f"recipe: {name} (cfg/recipes/{name}.yaml) for this anchor-based model"
+                 + (f"; your {', '.join(kept)} kept" if kept else ""))
+        return self.args.replace(**{k: v for k, v in recipe.items() if k not in self.args.given})
+
     def _report_transfer(self, model: nn.Module, state: dict, source: Any) -> None:
         loaded, skipped = transfer_weights(model, state)
         self.log(f"pretrained: {len(loaded)}/{len(model.state_dict())} tensors copied from {source}, "
@@ -153,6 +169,8 @@ class Trainer:
                                 stride=stride, cache=a.cache, nc=self.data.nc)
         self.train_loader = build_dataloader(train_set, self.batch, workers=a.workers, shuffle=True,
                                              seed=a.seed, rank=self.rank)
+        if a.autoanchor and self.resume_ckpt is None:  # before the loss and EMA copy the anchors
+            check_anchors(self.model, train_set.labels, a.imgsz, a.anchor_t, seed=a.seed, log=self.log)
         if self.main and a.plots:
             plot_label_distribution(train_set.labels, self.data.names, self.save_dir / "labels.png", a.imgsz)
         self.val_loader = None
@@ -164,7 +182,7 @@ class Trainer:
         self.optimizer = self._build_optimizer(len(train_set))
         self.lf = lr_lambda(a.cos_lr, a.lrf, a.epochs)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)
-        self.loss_fn = DetectionLoss(self.model, box=a.box, cls=a.cls, dfl=a.dfl)
+        self.loss_fn = build_loss(self.model, a)
         if world > 1:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -225,7 +243,7 @@ class Trainer:
             # a fresh run in a reused folder starts a new table; a resumed one drops rows after its checkpoint
             _truncate_csv(self.save_dir / "results.csv", self.start_epoch)
         nb = len(self.train_loader)
-        warmup_iters = round(a.warmup_epochs * nb) if a.warmup_epochs > 0 else -1
+        warmup_iters = max(round(a.warmup_epochs * nb), a.warmup_min_iters) if a.warmup_epochs > 0 else -1
         self.log(f"training {self.save_dir} for {epochs} epochs: {len(self.train_loader.dataset)} train images, "
                  f"{nb} batches of {self.batch} per process x {self.world}, device {self.device}"
                  + (f", AMP {self.amp_dtype}" if self.amp_dtype else ""))

@@ -1,6 +1,6 @@
 """Model building: registry, YAML parser, core and research modules."""
 
-from . import block, conv, head  # noqa: F401  (register the core modules)
+from . import anchor_head, block, conv, head  # noqa: F401  (register the core modules)
 from . import revcol  # noqa: F401  (RevCol reversible column backbone)
 from . import elan, prn  # noqa: F401  (gradient-path designs: PRN, CSP stages, ELAN, YOLOv7 blocks)
 from . import slimneck, split_conv  # noqa: F401  (GSConv / VoV-GSCSP, SPConv)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .anchor_head import AnchorDetect
 from .conv import fuse_modules
 from .head import Detect
 from .parse import ModelConfigError, Row, build_layers, load_model_yaml
@@ -62,6 +63,8 @@ class DetectionModel(nn.Module):
         strides = torch.tensor([size / f.shape[-2] for f in feats])
         if isinstance(head, Detect):
             head.stride.copy_(strides)
+        elif isinstance(head, AnchorDetect):
+            head.set_strides(strides)
         return strides
 
     def _init_weights(self) -> None:
@@ -71,7 +74,7 @@ class DetectionModel(nn.Module):
                 m.eps, m.momentum = 1e-3, 0.03
             elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
                 m.inplace = True
-        if isinstance(self.head, Detect):
+        if isinstance(self.head, (Detect, AnchorDetect)):
             self.head.init_biases()
 
     def fuse(self) -> "DetectionModel":

@@ -57,6 +57,9 @@ def bbox2dist(anchors: torch.Tensor, boxes_xyxy: torch.Tensor, reg_max: int) -> 
 def _detect_args(args: list, c_in: list[int], ctx: BuildContext) -> list:
     if not isinstance(c_in, list):
         c_in = [c_in]
+    if len(args) > 1:
+        raise ValueError(f"the anchor-free Detect takes [nc], got {args}; the anchor-based head "
+                         "`Detect, [nc, anchors]` needs a top-level 'anchors:' list (or an int) in the YAML")
     return [args[0] if args else ctx.nc, list(c_in), ctx.reg_max, ctx.legacy_head]
 
 

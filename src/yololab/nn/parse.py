@@ -120,6 +120,9 @@ def build_layers(cfg: dict, ch: int = 3) -> tuple[nn.Sequential, list[int], list
     modern = any(isinstance(r, list) and len(r) == 4 and _is_modern(r[2]) for r in rows_yaml)
     ctx = BuildContext(scale, depth, width, max_channels, nc, int(cfg.get("reg_max", 16)), not modern)
     names = {"nc": nc}
+    if "anchors" in cfg:
+        names["anchors"] = cfg["anchors"]
+        rows_yaml = _anchor_head_rows(rows_yaml, cfg.get("yaml_file", "model"))
     channels: list[Any] = []
     layers, save, table = [], set(), []
     for i, row in enumerate(rows_yaml):
@@ -136,6 +139,18 @@ def build_layers(cfg: dict, ch: int = 3) -> tuple[nn.Sequential, list[int], list
         table.append(info)
         save.update(j for j in (info.source if isinstance(info.source, list) else [info.source]) if j != -1)
     return nn.Sequential(*layers), sorted(save), table, ctx
+
+
+def _anchor_head_rows(rows: list, where: str) -> list:
+    """A YAML with top-level ``anchors:`` builds its ``Detect, [nc, anchors]`` rows as the anchor-based head."""
+    heads = [i for i, r in enumerate(rows)
+             if isinstance(r, list) and len(r) == 4 and r[2] in ("Detect", "AnchorDetect")]
+    usable = [i for i in heads if isinstance(rows[i][3], list) and len(rows[i][3]) == 2]
+    if not heads or len(usable) != len(heads):
+        raise ModelConfigError(f"{where}: has a top-level 'anchors:' but no head row "
+                               "`[from, 1, Detect, [nc, anchors]]` to honour it (only the anchor-based Detect uses "
+                               "anchors); remove 'anchors:' for the anchor-free head or give the head row its anchors")
+    return [[*r[:2], "AnchorDetect", r[3]] if i in heads else r for i, r in enumerate(rows)]
 
 
 def _is_modern(name: Any) -> bool:

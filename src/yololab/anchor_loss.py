@@ -1,0 +1,122 @@
+"""Loss of the anchor-based YOLOv5 head: wh-ratio anchor matching with two neighbour cells, CIoU box loss,
+objectness BCE towards the IoU with per-level balance, class BCE (optional label smoothing and focal modulation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .ops import bbox_ciou, xywh2xyxy
+
+# Objectness weight per level, finest first (YOLOv5's balance for 3 levels, and for up to 5).
+OBJECTNESS_BALANCE = {3: (4.0, 1.0, 0.4)}
+OBJECTNESS_BALANCE_DEEP = (4.0, 1.0, 0.25, 0.06, 0.02)
+# Cell offsets tried for every matched target: its own cell, then left, up, right, down (in units of half a cell).
+NEIGHBOUR_OFFSETS = ((0, 0), (1, 0), (0, 1), (-1, 0), (0, -1))
+
+
+@dataclass
+class LevelTargets:
+    """Positives of one level: image, anchor, cell (x, y) and class indices, and the target box in grid units
+    (x, y relative to the cell's corner, w, h)."""
+
+    image: torch.Tensor
+    anchor: torch.Tensor
+    cell: torch.Tensor
+    cls: torch.Tensor
+    box: torch.Tensor
+
+
+def match_anchors(targets: torch.Tensor, anchors: torch.Tensor, grid_hw: tuple[int, int], anchor_t: float = 4.0
+                  ) -> LevelTargets:
+    """Assign targets to the anchors of one level and to their cell plus the two nearest neighbour cells.
+
+    ``targets`` (n, 6) = image, class, x, y, w, h (normalized xywh); ``anchors`` (na, 2) in grid units of this level.
+    A target matches an anchor when neither its width nor its height ratio to the anchor exceeds ``anchor_t`` (either
+    way). Each match also goes to the horizontal and the vertical neighbour cell nearer to the target's centre (the
+    cell whose border is less than half a cell away), unless that neighbour is outside the grid.
+    """
+    h, w = grid_hw
+    gain = torch.tensor([w, h, w, h], dtype=targets.dtype, device=targets.device)
+    boxes = targets[:, 2:6] * gain  # grid units
+    ratio = boxes[None, :, 2:4] / anchors[:, None]  # (na, n, 2)
+    anchor, target = (torch.maximum(ratio, 1 / ratio).amax(2) < anchor_t).nonzero(as_tuple=True)
+    xy, inverse = boxes[target, :2], gain[:2] - boxes[target, :2]
+    near_low = (xy % 1 < 0.5) & (xy > 1)  # left / upper neighbour is the closer one
+    near_high = (inverse % 1 < 0.5) & (inverse > 1)  # right / lower neighbour
+    use = torch.stack((torch.ones_like(near_low[:, 0]), near_low[:, 0], near_low[:, 1], near_high[:, 0],
+                       near_high[:, 1]))
+    offset_id, pair = use.nonzero(as_tuple=True)
+    offsets = torch.tensor(NEIGHBOUR_OFFSETS, dtype=boxes.dtype, device=boxes.device) * 0.5
+    centre = xy[pair] - offsets[offset_id]
+    cell = centre.long()
+    box = torch.cat((xy[pair] - cell, boxes[target[pair], 2:4]), 1)
+    cell[:, 0].clamp_(0, w - 1)
+    cell[:, 1].clamp_(0, h - 1)
+    t = targets[target[pair]]
+    return LevelTargets(t[:, 0].long(), anchor[pair], cell, t[:, 1].long(), box)
+
+
+def focal_bce(logits: torch.Tensor, target: torch.Tensor, gamma: float = 0.0, alpha: float = 0.25) -> torch.Tensor:
+    """Mean BCE with logits; with ``gamma > 0`` each term is weighted by the focal factor ``a_t * (1 - p_t)^gamma``."""
+    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    if gamma > 0:
+        p = logits.sigmoid()
+        p_t = target * p + (1 - target) * (1 - p)
+        loss = loss * (target * alpha + (1 - target) * (1 - alpha)) * (1 - p_t) ** gamma
+    return loss.mean()
+
+
+class AnchorDetectionLoss(nn.Module):
+    """Loss of a model whose head is ``AnchorDetect`` (raw maps ``(B, na * (5 + nc), H, W)`` in training mode).
+
+    The gains are given for 3 levels, 80 classes and 640 pixels and scaled like YOLOv5 does: box x 3 / nl,
+    cls x nc / 80 x 3 / nl, obj x (imgsz / 640)^2 x 3 / nl. Returns ``(total, parts)``: total = the gained sum
+    x batch size, parts the detached (box, cls, obj) values.
+    """
+
+    part_names = ("box", "cls", "obj")
+
+    def __init__(self, model: nn.Module, box: float = 0.05, cls: float = 0.5, obj: float = 1.0, anchor_t: float = 4.0,
+                 label_smoothing: float = 0.0, fl_gamma: float = 0.0, imgsz: float = 640):
+        super().__init__()
+        head = model.head
+        self.nc, self.na, self.nl = head.nc, head.na, head.nl
+        if self.nl > len(OBJECTNESS_BALANCE_DEEP):
+            raise ValueError(f"the anchor-based loss has objectness weights for up to 5 levels, the head has {self.nl}")
+        self.register_buffer("anchors", head.anchors.detach().clone(), persistent=False)
+        self.balance = OBJECTNESS_BALANCE.get(self.nl, OBJECTNESS_BALANCE_DEEP[:self.nl])
+        levels = 3 / self.nl
+        self.gains = (box * levels, cls * self.nc / 80 * levels, obj * (imgsz / 640) ** 2 * levels)
+        self.anchor_t, self.fl_gamma = anchor_t, fl_gamma
+        self.cls_positive, self.cls_negative = 1.0 - 0.5 * label_smoothing, 0.5 * label_smoothing
+
+    def forward(self, feats: list[torch.Tensor], batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = [f.float() for f in feats]  # the loss runs in float32, also under autocast
+        device = feats[0].device
+        targets = torch.cat((batch["batch_idx"].view(-1, 1), batch["cls"].view(-1, 1), batch["bboxes"].view(-1, 4)),
+                            1).to(device=device, dtype=torch.float)
+        anchors = self.anchors.to(device)
+        loss_box = loss_cls = loss_obj = feats[0].new_zeros(())
+        for i, f in enumerate(feats):
+            b, _, h, w = f.shape
+            pred = f.view(b, self.na, 5 + self.nc, h, w).permute(0, 1, 3, 4, 2)  # (B, na, H, W, 5 + nc)
+            target_obj = torch.zeros(pred.shape[:4], device=device)
+            t = match_anchors(targets, anchors[i], (h, w), self.anchor_t)
+            if t.image.numel():
+                p = pred[t.image, t.anchor, t.cell[:, 1], t.cell[:, 0]]  # (n, 5 + nc)
+                xy = p[:, :2].sigmoid() * 2 - 0.5
+                wh = (p[:, 2:4].sigmoid() * 2) ** 2 * anchors[i][t.anchor]
+                iou = bbox_ciou(xywh2xyxy(torch.cat((xy, wh), 1)), xywh2xyxy(t.box))
+                loss_box = loss_box + (1.0 - iou).mean()
+                target_obj[t.image, t.anchor, t.cell[:, 1], t.cell[:, 0]] = iou.detach().clamp(0)
+                if self.nc > 1:  # a single class is all objectness
+                    target_cls = torch.full_like(p[:, 5:], self.cls_negative)
+                    target_cls[torch.arange(len(t.cls), device=device), t.cls] = self.cls_positive
+                    loss_cls = loss_cls + focal_bce(p[:, 5:], target_cls, self.fl_gamma)
+            loss_obj = loss_obj + focal_bce(pred[..., 4], target_obj, self.fl_gamma) * self.balance[i]
+        parts = torch.stack((loss_box * self.gains[0], loss_cls * self.gains[1], loss_obj * self.gains[2]))
+        return parts.sum() * feats[0].shape[0], parts.detach()

@@ -1,0 +1,25 @@
+"""Family training recipes: settings files next to ``default.yaml`` that apply to a whole model family."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+def recipe_name(model_yaml: dict[str, Any]) -> str | None:
+    """The recipe of a model's family: ``yolov5-anchor`` for anchor-based models (a top-level ``anchors:``), None
+    for the anchor-free families, which train with ``default.yaml``."""
+    return "yolov5-anchor" if model_yaml.get("anchors") is not None else None
+
+
+def load_recipe(name: str) -> dict[str, Any]:
+    """The settings of recipe ``name`` (``cfg/recipes/<name>.yaml``)."""
+    path = RECIPES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"no training recipe '{name}' in {RECIPES_DIR} (known: {known})")
+    return yaml.safe_load(path.read_text())
