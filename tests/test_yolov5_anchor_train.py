@@ -91,7 +91,7 @@ def test_training_lowers_the_loss_and_validates(trained):
         rows = list(csv.DictReader(f))
     assert len(rows) == 5
     box = [float(r["train/box_loss"]) for r in rows]
-    total = [sum(float(r[k]) for k in ("train/box_loss", "train/cls_loss", "train/dfl_loss")) for r in rows]
+    total = [sum(float(r[k]) for k in ("train/box_loss", "train/cls_loss", "train/obj_loss")) for r in rows]
     assert box[-1] < box[0] and total[-1] < total[0]
     assert 0 <= result["map"] <= 1 and "aps" in result
 

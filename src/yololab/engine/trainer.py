@@ -33,9 +33,8 @@ from .validator import validate
 
 # Settings a resumed run takes from the user when set to a non-default value (the rest come from the checkpoint).
 RESUME_OVERRIDES = ("device", "workers", "json", "verbose")
-RESULT_COLUMNS = ("epoch", "train/box_loss", "train/cls_loss", "train/dfl_loss", "lr/pg0", "lr/pg1", "lr/pg2",
-                  "metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95", "metrics/APs",
-                  "metrics/APm", "metrics/APl", "time")
+METRIC_AND_LR_COLUMNS = ("lr/pg0", "lr/pg1", "lr/pg2", "metrics/precision", "metrics/recall", "metrics/mAP50",
+                         "metrics/mAP50-95", "metrics/APs", "metrics/APm", "metrics/APl")
 # Learning rate of each optimizer when lr0 is not set.
 DEFAULT_LR = {"sgd": 0.01, "adamw": 0.001}
 METRIC_COLUMNS = {"metrics/precision": "precision", "metrics/recall": "recall", "metrics/mAP50": "map50",
@@ -241,7 +240,7 @@ class Trainer:
         if self.main:
             _write_yaml(self.save_dir / "args.yaml", a)
             # a fresh run in a reused folder starts a new table; a resumed one drops rows after its checkpoint
-            _truncate_csv(self.save_dir / "results.csv", self.start_epoch)
+            _truncate_csv(self.save_dir / "results.csv", self.start_epoch, result_columns(self.loss_fn.part_names))
         nb = len(self.train_loader)
         warmup_iters = max(round(a.warmup_epochs * nb), a.warmup_min_iters) if a.warmup_epochs > 0 else -1
         self.log(f"training {self.save_dir} for {epochs} epochs: {len(self.train_loader.dataset)} train images, "
@@ -299,7 +298,7 @@ class Trainer:
                 values = parts.tolist()
                 if not math.isfinite(loss.item()):
                     raise TrainingError(
-                        f"the loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1} (box, cls, dfl = "
+                        f"the loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1} ({', '.join(self.loss_fn.part_names)} = "
                         f"{values}); stopped without writing a checkpoint (the last good one is "
                         f"{self.wdir / 'last.pt'}). Try a lower lr0, amp=false, or check the labels.")
                 self.scaler.scale(loss * self.world).backward()  # DDP averages gradients; keep per-batch sums
@@ -308,8 +307,8 @@ class Trainer:
                 last_step = i
             mean = (mean * i + torch.tensor(values)) / (i + 1)
             if self.main:
-                bar.set_postfix_str(f"box {mean[0]:.3f} cls {mean[1]:.3f} dfl {mean[2]:.3f} {_memory(self.device)} "
-                                    f"{imgs.shape[-1]}px", refresh=False)
+                losses = " ".join(f"{p} {v:.3f}" for p, v in zip(self.loss_fn.part_names, mean.tolist()))
+                bar.set_postfix_str(f"{losses} {_memory(self.device)} {imgs.shape[-1]}px", refresh=False)
         bar.close()
         return mean.tolist()
 
@@ -355,11 +354,12 @@ class Trainer:
             self.best_fitness, self.epochs_without_improvement = fitness, 0
         else:
             self.epochs_without_improvement += 1
-        row = {"epoch": epoch + 1, "train/box_loss": losses[0], "train/cls_loss": losses[1],
-               "train/dfl_loss": losses[2], **{f"lr/pg{i}": lr for i, lr in enumerate(lrs)},
+        parts = self.loss_fn.part_names
+        row = {"epoch": epoch + 1, **{f"train/{p}_loss": v for p, v in zip(parts, losses)},
+               **{f"lr/pg{i}": lr for i, lr in enumerate(lrs)},
                **{col: self.metrics.get(key) for col, key in METRIC_COLUMNS.items()}, "time": round(self.train_time, 2)}
-        _append_csv(self.save_dir / "results.csv", row)
-        self.log(_epoch_line(row, self.val_loader is not None))
+        _append_csv(self.save_dir / "results.csv", row, result_columns(parts))
+        self.log(_epoch_line(row, parts, self.val_loader is not None))
         self._save(epoch, improved, final_epoch)
         patience = a.patience
         stop = patience > 0 and self.epochs_without_improvement >= patience
@@ -428,7 +428,8 @@ class Trainer:
             if path.is_file():
                 ckpt = load_checkpoint(path)
                 save_checkpoint(path, ckpt["model"], ckpt["meta"])
-        plot_training_curves(self.save_dir / "results.csv", RESULT_COLUMNS[1:-1], self.save_dir / "results.png")
+        plot_training_curves(self.save_dir / "results.csv", result_columns(self.loss_fn.part_names)[1:-1],
+                             self.save_dir / "results.png")
         best = self.wdir / "best.pt"
         metrics = dict(self.metrics)
         if self.val_loader is not None and best.is_file():
@@ -497,25 +498,30 @@ def _memory(device: torch.device) -> str:
     return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f}G"
 
 
-def _epoch_line(row: dict, validated: bool) -> str:
-    text = (f"epoch {row['epoch']}: loss box {row['train/box_loss']:.3f} cls {row['train/cls_loss']:.3f} "
-            f"dfl {row['train/dfl_loss']:.3f}")
+def _epoch_line(row: dict, loss_parts: tuple[str, ...], validated: bool) -> str:
+    text = f"epoch {row['epoch']}: loss " + " ".join(f"{p} {row[f'train/{p}_loss']:.3f}" for p in loss_parts)
     if validated:
         text += (f" | P {row['metrics/precision']:.3f} R {row['metrics/recall']:.3f} "
                  f"mAP50 {row['metrics/mAP50']:.3f} mAP50-95 {row['metrics/mAP50-95']:.3f}")
     return text + f" | {row['time']:.0f}s"
 
 
-def _append_csv(path: Path, row: dict) -> None:
+def result_columns(loss_parts: tuple[str, ...]) -> tuple[str, ...]:
+    """results.csv's columns: epoch, one training loss per part of the model's loss (box/cls/dfl, or box/cls/obj for
+    anchor-based heads), learning rates, validation metrics, cumulative training time."""
+    return ("epoch", *(f"train/{part}_loss" for part in loss_parts), *METRIC_AND_LR_COLUMNS, "time")
+
+
+def _append_csv(path: Path, row: dict, columns: tuple[str, ...]) -> None:
     new = not path.is_file()
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         if new:
             writer.writeheader()
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in RESULT_COLUMNS})
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
 
 
-def _truncate_csv(path: Path, epochs_done: int) -> None:
+def _truncate_csv(path: Path, epochs_done: int, columns: tuple[str, ...]) -> None:
     """Keep the rows of the first ``epochs_done`` epochs (0: none, a fresh run; after a resume, rows written after
     the checkpoint are redone)."""
     if not path.is_file():
@@ -523,7 +529,7 @@ def _truncate_csv(path: Path, epochs_done: int) -> None:
     with open(path, newline="") as f:
         rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= epochs_done]
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
 
