@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..utils.files import write_json
-from .statistics import RunResult, ACCURACY_METRICS, METRIC_LABELS, TRAINING_COSTS
+from .statistics import ACCURACY_METRICS, METRIC_LABELS, TRAINING_COSTS, RunResult
 
 
 def write_report(summary: dict[str, Any], recipe: dict, out: Path, results: list[RunResult]) -> dict[str, Path]:
