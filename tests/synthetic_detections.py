@@ -62,3 +62,9 @@ def resampled_set(gt: dict, predictions: list[dict], picks: list[int]) -> tuple[
             out["annotations"].append({**a, "id": len(out["annotations"]) + 1, "image_id": new_id})
         new_predictions += [{**p, "image_id": new_id} for p in by_image_dt.get(old, [])]
     return out, new_predictions
+
+
+def rescored(predictions: list[dict], seed: int, noise: float = 0.05) -> list[dict]:
+    """Another "run" on the same images: every score moved by Gaussian noise (kept inside (0, 1))."""
+    rng = np.random.default_rng(seed)
+    return [{**p, "score": float(np.clip(p["score"] + rng.normal(0, noise), 1e-4, 1.0))} for p in predictions]

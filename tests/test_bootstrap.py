@@ -43,6 +43,11 @@ def test_a_resample_equals_a_direct_coco_evaluation_of_the_repeated_images(detec
         _close(evaluate_coco(*resampled_set(gt, predictions, sorted(p))).summary, fast, i)
 
 
+def test_weights_must_cover_every_image(detection_set):
+    with pytest.raises(ValueError, match="weights give 23 images, the ground truth has 24"):
+        MatchedStats(*detection_set).metrics(np.ones(23))
+
+
 def test_image_weights_are_draws_with_replacement():
     w = image_weights(np.random.default_rng(0), 72, 500)
     assert w.shape == (500, 72) and (w.sum(1) == 72).all()

@@ -59,6 +59,8 @@ class MatchedStats:
     def metrics(self, weights: np.ndarray, names: tuple[str, ...] = tuple(METRIC_SLICES)) -> dict[str, np.ndarray]:
         """COCO AP metrics (fractions) of each weighted resample: ``{name: (B,)}``."""
         weights = np.atleast_2d(np.asarray(weights, dtype=np.float32))
+        if weights.shape[1] != self.n_images:
+            raise ValueError(f"weights give {weights.shape[1]} images, the ground truth has {self.n_images}")
         cache: dict[tuple[int, int, int], np.ndarray] = {}
         out = {}
         for name in names:

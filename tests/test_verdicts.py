@@ -1,0 +1,67 @@
+"""`compare`'s verdicts from runs: the image bootstrap joins the seed test when runs kept their predictions."""
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from synthetic_detections import rescored, synthetic_detection_set
+from yololab.ablation.bootstrap import MatchedStats
+from yololab.ablation.report import format_markdown
+from yololab.ablation.statistics import RunResult, analyse
+
+MODELS = ["base.yaml", "variant.yaml"]
+
+
+def _runs(tmp_path, gt, predictions, seeds=3, keep=True):
+    results = []
+    for seed in range(seeds):
+        for k, model in enumerate(MODELS):
+            run_predictions = rescored(predictions, seed=10 * seed + k)
+            run_dir = tmp_path / f"{model}-{seed}"
+            run_dir.mkdir()
+            if keep:
+                (run_dir / "predictions.json.gz").write_bytes(gzip.compress(json.dumps(run_predictions).encode()))
+            metrics = {m: float(v[0]) for m, v in MatchedStats(gt, run_predictions).metrics(np.ones(len(gt["images"]))).items()}
+            results.append(RunResult(model, seed, True, metrics, run_dir=str(run_dir)))
+    return results
+
+
+@pytest.fixture(scope="module")
+def detection_set():
+    return synthetic_detection_set(seed=5, images=16, detections=40)
+
+
+def test_kept_predictions_add_the_seeds_x_images_bootstrap(tmp_path, detection_set):
+    gt, predictions = detection_set
+    results = _runs(tmp_path, gt, predictions)
+    summary = analyse(results, MODELS, {}, ground_truth=gt, resamples=300, margin=1.0)
+    assert summary["settings"]["bootstrap"] == "seeds x images, 300 draws"
+    d = summary["models"]["variant"]["vs_baseline"]["map"]
+    boot = d["bootstrap"]
+    assert boot["draws"] == 300 and boot["low"] < d["mean"] < boot["high"]
+    assert d["p_difference"] >= boot["p_difference"] and d["p_equivalence"] >= boot["p_equivalence"]
+    assert d["conclusion"] in ("inconclusive", "equivalent")  # the same detector rescored: never a difference
+    assert "95% interval, seeds x images" in format_markdown(summary, {}, results)
+
+
+def test_runs_without_predictions_keep_the_seed_interval_and_say_why(tmp_path, detection_set):
+    gt, predictions = detection_set
+    results = _runs(tmp_path, gt, predictions, keep=False)
+    summary = analyse(results, MODELS, {}, ground_truth=gt, resamples=300)
+    assert "needs per-image predictions" in summary["settings"]["bootstrap"]
+    d = summary["models"]["variant"]["vs_baseline"]["map"]
+    assert d["bootstrap"] is None and d["conclusion"] in ("better", "worse", "equivalent", "inconclusive")
+    md = format_markdown(summary, {}, results)
+    assert "Image bootstrap: needs per-image predictions" in md and "- variant: " in md
+
+
+def test_the_sentence_says_how_many_seeds_would_settle_it():
+    results = [RunResult(m, s, True, {"map": 0.40 + 0.01 * s + (0.004 + 0.006 * (s % 2) if k else 0)})
+               for s in range(3) for k, m in enumerate(MODELS)]
+    summary = analyse(results, MODELS, {}, margin=1.0)
+    d = summary["models"]["variant"]["vs_baseline"]["map"]
+    md = format_markdown(summary, {}, results)
+    assert d["conclusion"] == "inconclusive" and d["seeds_needed"] > 3
+    assert f"- variant: inconclusive: ~{d['seeds_needed']} seeds would detect a 1.0-point difference" in md
