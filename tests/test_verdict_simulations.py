@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 import pytest
-from synthetic_detections import rescored, synthetic_detection_set
 
+from synthetic_detections import rescored, synthetic_detection_set
 from yololab.ablation.bootstrap import MatchedStats
 from yololab.ablation.sequential import run_sequential
 from yololab.ablation.statistics import RunResult, analyse
@@ -35,6 +35,23 @@ def _draw_runs(rng, models, seeds, effect, sd):
     return results
 
 
+def _round_trainer(rng, models, effect, sd):
+    """A ``train(models, seeds)`` callback for ``run_sequential`` drawing runs like ``_draw_runs`` (a seed's shared
+    effect is drawn once, whichever round first trains it)."""
+    shared: dict[int, float] = {}
+
+    def train(round_models, seeds):
+        results = []
+        for s in seeds:
+            shared.setdefault(s, rng.normal(40, 2))
+            for m in round_models:
+                value = shared[s] + (effect if m != models[0] else 0.0) + rng.normal(0, sd)
+                results.append(RunResult(m, s, True, {"map": value / 100}))
+        return results
+
+    return train
+
+
 def _rates(conclusions: list[list[str]]) -> dict[str, float]:
     """Share of repetitions in which ANY variant got each verdict (the family-wise rate)."""
     return {v: float(np.mean([v in c for c in conclusions])) for v in ("better", "worse", "equivalent")}
@@ -52,21 +69,11 @@ def _fixed(rng, reps, variants, seeds, effect, sd):
 def _sequential(rng, reps, variants, max_seeds, effect, sd):
     models = _models(variants)
     out, seeds_used = [], []
+    def look(results, looks):
+        return analyse(results, models, {}, margin=MARGIN, looks=looks)
+
     for _ in range(reps):
-        shared = {}
-
-        def train(round_models, seeds):
-            results = []
-            for s in seeds:
-                shared.setdefault(s, rng.normal(40, 2))
-                for m in round_models:
-                    value = shared[s] + (effect if m != models[0] else 0.0) + rng.normal(0, sd)
-                    results.append(RunResult(m, s, True, {"map": value / 100}))
-            return results
-
-        def look(results, looks):
-            return analyse(results, models, {}, margin=MARGIN, looks=looks)
-
+        train = _round_trainer(rng, models, effect, sd)
         _, summary, used = run_sequential(models, max_seeds, train, look, primary="map", log=lambda msg: None)
         out.append([summary["models"][m[:-5]]["vs_baseline"]["map"]["conclusion"] for m in models[1:]])
         seeds_used += list(used.values())
