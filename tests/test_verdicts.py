@@ -9,6 +9,7 @@ import pytest
 from synthetic_detections import rescored, synthetic_detection_set
 from yololab.ablation.bootstrap import MatchedStats
 from yololab.ablation.report import format_markdown
+from yololab.ablation.sequential import planned_looks, run_sequential
 from yololab.ablation.statistics import RunResult, analyse
 
 MODELS = ["base.yaml", "variant.yaml"]
@@ -65,3 +66,24 @@ def test_the_sentence_says_how_many_seeds_would_settle_it():
     md = format_markdown(summary, {}, results)
     assert d["conclusion"] == "inconclusive" and d["seeds_needed"] > 3
     assert f"- variant: inconclusive: ~{d['seeds_needed']} seeds would detect a 1.0-point difference" in md
+
+
+def test_seeds_auto_stops_at_the_budget_and_needs_three_seeds():
+    trained = []
+
+    def train(models, seeds):
+        trained.append((len(models), list(seeds)))
+        return [RunResult(m, s, True, {"map": 0.4 + 0.01 * s + 0.03 * k * (s % 2)})
+                for s in seeds for k, m in enumerate(models)]
+
+    def look(results, looks):
+        return analyse(results, MODELS, {}, looks=looks)
+
+    lines = []
+    _, summary, used = run_sequential(MODELS, 6, train, look, primary="map", budget_s=0.0, log=lines.append)
+    assert trained == [(2, [0, 1, 2])] and used == {"variant": 3}  # the first round only
+    assert summary["settings"]["looks"] == 4 and "budget_hours reached after 3 seeds" in lines[-1]
+    _, _, used = run_sequential(MODELS, 6, train, look, primary="map", log=lambda m: None)
+    assert used == {"variant": 6} and trained[-1] == (2, [5])  # never settled: every planned seed
+    with pytest.raises(ValueError, match="max_seeds >= 3"):
+        planned_looks(2)
