@@ -21,7 +21,7 @@ def _runs(tmp_path, gt, predictions, seeds=3, keep=True):
         for k, model in enumerate(MODELS):
             run_predictions = rescored(predictions, seed=10 * seed + k)
             run_dir = tmp_path / f"{model}-{seed}"
-            run_dir.mkdir()
+            run_dir.mkdir(parents=True)
             if keep:
                 (run_dir / "predictions.json.gz").write_bytes(gzip.compress(json.dumps(run_predictions).encode()))
             metrics = {m: float(v[0]) for m, v in MatchedStats(gt, run_predictions).metrics(np.ones(len(gt["images"]))).items()}
@@ -56,6 +56,11 @@ def test_runs_without_predictions_keep_the_seed_interval_and_say_why(tmp_path, d
     assert d["bootstrap"] is None and d["conclusion"] in ("better", "worse", "equivalent", "inconclusive")
     md = format_markdown(summary, {}, results)
     assert "Image bootstrap: needs per-image predictions" in md and "- variant: " in md
+    other_split = {**gt, "images": gt["images"][:-1],
+                   "annotations": [a for a in gt["annotations"] if a["image_id"] != gt["images"][-1]["id"]]}
+    kept = _runs(tmp_path / "kept", gt, predictions, seeds=2)
+    note = analyse(kept, MODELS, {}, ground_truth=other_split, resamples=50)["settings"]["bootstrap"]
+    assert "these runs have none (base.yaml-0: " in note and "not in the ground truth images" in note
 
 
 def test_the_sentence_says_how_many_seeds_would_settle_it():

@@ -143,13 +143,18 @@ def _bootstrap_draws(results: list[RunResult], models: list[str], ground_truth: 
     if ground_truth is None or resamples <= 0:
         return {"draws": {}, "note": "off (no validation ground truth given)"}
     matched: dict[tuple[str, int], MatchedStats] = {}
+    mismatched = []
     for r in results:
         predictions = load_predictions(r.run_dir) if r.ok and r.run_dir else None
         if predictions is not None:
-            matched[r.model, r.seed] = MatchedStats(ground_truth, predictions)
+            try:
+                matched[r.model, r.seed] = MatchedStats(ground_truth, predictions)
+            except ValueError as e:  # predictions of another val split: left out, and said so
+                mismatched.append(f"{Path(r.run_dir).name}: {e}")
     if not matched:
-        return {"draws": {}, "note": "needs per-image predictions (predictions.json.gz in each run folder); "
-                                     "these runs have none, so only the seed interval is used"}
+        why = f" ({'; '.join(mismatched)})" if mismatched else ""
+        return {"draws": {}, "note": "needs per-image predictions (predictions.json.gz in each run folder) of this "
+                                     f"val split; these runs have none{why}, so only the seed interval is used"}
     rng = np.random.default_rng(seed)
     n_images = next(iter(matched.values())).n_images
     weights = image_weights(rng, n_images, resamples)
@@ -167,7 +172,7 @@ def _bootstrap_draws(results: list[RunResult], models: list[str], ground_truth: 
             if len(combined):
                 draws[metric][Path(model).stem] = combined
     skipped = len([r for r in results if r.ok]) - len(matched)
-    note = f"seeds x images, {resamples} draws" + (f" ({skipped} run(s) without predictions left out)"
+    note = f"seeds x images, {resamples} draws" + (f" ({skipped} run(s) without usable predictions left out)"
                                                    if skipped else "")
     return {"draws": draws, "note": note}
 
