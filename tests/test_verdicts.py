@@ -11,6 +11,7 @@ from yololab.ablation.bootstrap import MatchedStats
 from yololab.ablation.report import format_markdown
 from yololab.ablation.sequential import planned_looks, run_sequential
 from yololab.ablation.statistics import RunResult, analyse
+from yololab.cfg import ConfigError, settings
 
 MODELS = ["base.yaml", "variant.yaml"]
 
@@ -92,3 +93,13 @@ def test_seeds_auto_stops_at_the_budget_and_needs_three_seeds():
     assert used == {"variant": 6} and trained[-1] == (2, [5])  # never settled: every planned seed
     with pytest.raises(ValueError, match="max_seeds >= 3"):
         planned_looks(2)
+
+
+def test_compare_settings_take_auto_seeds_and_the_verdict_keys():
+    s = settings("compare", {"seeds": "AUTO", "margin": 0.5, "primary": "aps", "max_seeds": 8, "budget_hours": 2})
+    assert (s.seeds, s.margin, s.primary, s.max_seeds, s.budget_hours) == ("auto", 0.5, "aps", 8, 2.0)
+    assert settings("compare", {"seeds": 5}).seeds == 5
+    for bad, message in (({"seeds": 0}, "an integer >= 1 or auto"), ({"seeds": "many"}, "an integer >= 1 or auto"),
+                         ({"primary": "ap"}, "primary must be map, map50"), ({"max_seeds": 2}, "max_seeds=2")):
+        with pytest.raises(ConfigError, match=message):
+            settings("compare", bad)
