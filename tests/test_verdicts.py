@@ -72,6 +72,9 @@ def test_the_sentence_says_how_many_seeds_would_settle_it():
     md = format_markdown(summary, {}, results)
     assert d["conclusion"] == "inconclusive" and d["seeds_needed"] > 3
     assert f"- variant: inconclusive: ~{d['seeds_needed']} seeds would detect a 1.0-point difference" in md
+    assert "| 90% interval |" in md
+    sequential = format_markdown(analyse(results, MODELS, {}, looks=4), {}, results)
+    assert "runs at 0.0125 (5% over 4 planned looks" in sequential and "| 97.5% interval |" in sequential
 
 
 def test_seeds_auto_stops_at_the_budget_and_needs_three_seeds():

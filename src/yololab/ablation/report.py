@@ -82,10 +82,11 @@ def _verdict_lines(summary: dict[str, Any]) -> list[str]:
     settings = summary.get("settings", {})
     margin, primary, level = settings.get("margin", 1.0), settings.get("primary", "map"), settings.get("level", 0.05)
     looks = settings.get("looks", 1)
+    tost = f"{(1 - 2 * level) * 100:.4g}% interval"  # what the two one-sided tests at ``level`` read
     lines = ["", "## Against the baseline", "",
              f"Δ is the paired (same seed) difference to the baseline in points. The verdict is **better** or "
              f"**worse** when a difference is shown, **equivalent** when the difference is shown to lie within "
-             f"±{margin:.1f} points (two one-sided tests: the 90% interval inside the margin), otherwise "
+             f"±{margin:.1f} points (two one-sided tests: the {tost} inside the margin), otherwise "
              f"**inconclusive**; **n/a** with fewer than two seeds. Each test runs at {level:.3g} "
              + (f"(5% over {looks} planned looks of seeds=auto) " if looks > 1 else "")
              + "and is Holm-adjusted over the variants of each metric. "
@@ -96,9 +97,9 @@ def _verdict_lines(summary: dict[str, Any]) -> list[str]:
     for name, e in summary["models"].items():
         d = e["vs_baseline"].get(primary)
         if d is not None and d["n"]:
-            lines.append(f"- {name}: {_in_words(d, margin)}")
+            lines.append(f"- {name}: {_in_words(d, margin, tost)}")
     lines += ["", "| model | metric | Δ (points) | 95% interval | verdict | 95% interval, seeds x images "
-              "| 90% interval | MDE | seeds needed |", "|---|---|---:|---|---|---|---|---:|---:|"]
+              f"| {tost} | MDE | seeds needed |", "|---|---|---:|---|---|---|---|---:|---:|"]
     for name, e in summary["models"].items():
         for m in sorted(ACCURACY_METRICS, key=lambda k: k != primary):
             d = e["vs_baseline"].get(m)
@@ -112,13 +113,13 @@ def _verdict_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _in_words(d: dict, margin: float) -> str:
+def _in_words(d: dict, margin: float, tost: str) -> str:
     """The primary verdict as a sentence, e.g. "inconclusive: ~9 seeds would detect a 1.0-point difference"."""
     conclusion, delta = d.get("conclusion", d["verdict"]), f"Δ {d['mean'] * 100:+.2f} points"
     if conclusion in ("better", "worse"):
         return f"{conclusion} ({delta}, 95% interval {_interval(d, 100, 2)})"
     if conclusion == "equivalent":
-        return f"equivalent within ±{margin:.1f} points ({delta}, 90% interval {_pair(d['eq_low'], d['eq_high'])})"
+        return f"equivalent within ±{margin:.1f} points ({delta}, {tost} {_pair(d['eq_low'], d['eq_high'])})"
     if conclusion == "n/a":
         return f"n/a: one seed in common ({delta}); at least two are needed"
     needed = d.get("seeds_needed")
