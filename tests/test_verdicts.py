@@ -7,11 +7,15 @@ import numpy as np
 import pytest
 
 from synthetic_detections import rescored, synthetic_detection_set
-from yololab.ablation.bootstrap import MatchedStats
+from tiny_training import TINY_MODEL, tiny_dataset, tiny_settings
+from yololab.ablation.bootstrap import MatchedStats, load_predictions
+from yololab.ablation.command import val_ground_truth
 from yololab.ablation.report import format_markdown
 from yololab.ablation.sequential import planned_looks, run_sequential
 from yololab.ablation.statistics import RunResult, analyse
+from yololab.api import YOLO
 from yololab.cfg import ConfigError, settings
+from yololab.data import load_data_config
 
 MODELS = ["base.yaml", "variant.yaml"]
 
@@ -106,3 +110,14 @@ def test_compare_settings_take_auto_seeds_and_the_verdict_keys():
                          ({"primary": "ap"}, "primary must be map, map50"), ({"max_seeds": 2}, "max_seeds=2")):
         with pytest.raises(ConfigError, match=message):
             settings("compare", bad)
+
+
+def test_a_trained_runs_kept_predictions_fit_the_val_ground_truth_that_compare_builds(tmp_path):
+    data_yaml = tiny_dataset(tmp_path / "data")
+    result = YOLO(TINY_MODEL).train(**tiny_settings(data_yaml, tmp_path))
+    gt = val_ground_truth(load_data_config(str(data_yaml)))
+    predictions = load_predictions(result["save_dir"])
+    # the same image ids on both sides (a 2-epoch model detects something, if badly, on every val image)
+    assert {p["image_id"] for p in predictions} == {im["id"] for im in gt["images"]}
+    matched = MatchedStats(gt, predictions)
+    assert matched.metrics(np.ones(matched.n_images))["map"][0] == pytest.approx(result["map"], abs=1e-6)
