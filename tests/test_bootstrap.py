@@ -2,6 +2,7 @@
 
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -61,3 +62,30 @@ def test_predictions_are_read_gzipped_or_plain(tmp_path):
     assert load_predictions(tmp_path) == records
     (tmp_path / "predictions.json.gz").write_bytes(gzip.compress(json.dumps(records[:0]).encode()))
     assert load_predictions(tmp_path) == []  # the kept (gzip'd) file first
+
+
+def test_exact_on_bccds_own_ground_truth():
+    gt_file = Path(__file__).parents[1] / ".." / "shared" / "datasets" / "bccd" / "annotations" / "instances_val.json"
+    if not gt_file.is_file():
+        pytest.skip(f"BCCD is not at {gt_file}")
+    gt = json.loads(gt_file.read_text())
+    rng = np.random.default_rng(0)
+    predictions = []
+    for a in gt["annotations"]:  # a detector that finds most cells, boxes a little off, plus false alarms
+        x, y, w, h = a["bbox"]
+        for _ in range(rng.integers(0, 3)):
+            jitter = rng.normal(0, 0.1, 4) * [w, h, w, h]
+            predictions.append({"image_id": a["image_id"], "category_id": a["category_id"], "score": rng.random(),
+                                "bbox": [x + jitter[0], y + jitter[1], max(w + jitter[2], 1), max(h + jitter[3], 1)]})
+    cats = [c["id"] for c in gt["categories"]]
+    for im in gt["images"]:
+        for _ in range(30):
+            w, h = rng.uniform(5, 150, 2)
+            predictions.append({"image_id": im["id"], "category_id": int(rng.choice(cats)), "score": rng.random() / 3,
+                                "bbox": [rng.uniform(0, im["width"] - w), rng.uniform(0, im["height"] - h), w, h]})
+    matched = MatchedStats(gt, predictions)
+    _close(evaluate_coco(gt, predictions).summary, matched.metrics(np.ones(matched.n_images)))
+    order = sorted(range(len(gt["images"])), key=lambda i: gt["images"][i]["id"])  # the weights' image order
+    picks = sorted(rng.integers(0, len(order), len(order)).tolist())
+    weights = np.bincount(picks, minlength=len(order))
+    _close(evaluate_coco(*resampled_set(gt, predictions, [order[p] for p in picks])).summary, matched.metrics(weights))
