@@ -1,6 +1,8 @@
 """Trainer: run folder, checkpoints, settings errors, optimizer rules, NaN stop, transfer, EMA, and convergence."""
 
 import csv
+import gzip
+import json
 import math
 import os
 
@@ -12,7 +14,8 @@ from yololab.api import YOLO
 from yololab.cfg import ConfigError
 from yololab.checkpoint import load_checkpoint, save_checkpoint
 from yololab.cli import run
-from yololab.engine.trainer import DEFAULT_LR, Trainer, TrainingError, lr_lambda
+from yololab.engine.trainer import DEFAULT_LR, PREDICTIONS_FILE, Trainer, TrainingError, lr_lambda
+from yololab.metrics import evaluate_coco
 from yololab.nn import DetectionModel
 from yololab.utils.files import RunLockedError
 from yololab.utils.torch_utils import ModelEMA, parameter_groups
@@ -41,6 +44,11 @@ def test_train_writes_run_folder_and_safe_checkpoints(data, tmp_path):
         meta = ckpt["meta"]
         assert meta["epoch"] in (1, 2) and meta["names"]["0"] == "circle" and meta["args"]["imgsz"] == 64
         assert meta["model_yaml"]["nc"] == 4 and "map" in meta["metrics"]
+    # best.pt's val predictions are kept (gzip'd COCO results) and score exactly what the run reported
+    predictions = json.loads(gzip.decompress((run_dir / PREDICTIONS_FILE).read_bytes()))
+    assert not (run_dir / "predictions.json").exists()
+    gt = data.parent / "annotations" / "instances_val.json"
+    assert evaluate_coco(gt, predictions).summary["map"] == pytest.approx(result["map"], abs=1e-9)
     assert yolo.names[0] == "circle"  # the API now holds the trained weights
     assert yolo.model.training is False
     YOLO(TINY_MODEL).train(**tiny_settings(data, tmp_path, epochs=1))  # a new run in the same folder (exist_ok)

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ..api import command_dir
 from ..cfg import ConfigError, Settings, defaults
 from ..cfg.recipe import load_recipe, recipe_name
-from ..data import load_data_config
+from ..data import DataConfig, YoloDataset, load_data_config
 from ..nn import load_model_yaml
 from ..engine.trainer import resolve_lr0
+from ..engine.validator import dataset_ground_truth
 from ..utils.dist import device_list
 from .costs import measure_costs
 from .plots import write_plots
 from .report import write_report
 from .runner import RunFn, recipe_keys, run_all
-from .statistics import analyse
+from .sequential import planned_looks, run_sequential
+from .statistics import RunResult, analyse
+
+
+def val_ground_truth(data: DataConfig) -> dict | None:
+    """The val split's COCO ground truth (what the runs' kept predictions refer to), or None without a val split."""
+    files = data.split("val")
+    if not files:
+        return None
+    return dataset_ground_truth(YoloDataset(files, rect=True, nc=data.nc).labels, data, "val")[0]
 
 
 def compare_command(s: Settings) -> dict[str, Any]:
@@ -35,9 +46,12 @@ def compare_command(s: Settings) -> dict[str, Any]:
     # a named comparison reuses its folder, so running the same command again resumes it
     out = Path(s.project or "runs") / s.name if s.name else command_dir(s, "compare")
     log = (lambda msg: None) if s.json else print
-    summary = compare(models, list(range(s.seeds)), out, recipe, nc=data.nc, devices=devices, log=log,
-                      report_only=s.report_only, family_recipes={m: r for m, r in family_recipes.items() if r})
+    plan = SeedPlan(seeds=s.seeds, max_seeds=s.max_seeds, budget_hours=s.budget_hours)
+    summary = compare(models, plan, out, recipe, nc=data.nc, devices=devices, log=log, report_only=s.report_only,
+                      margin=s.margin, primary=s.primary, ground_truth=val_ground_truth(data),
+                      family_recipes={m: r for m, r in family_recipes.items() if r})
     return {"out": summary["out"], "report": summary["report"], "baseline": summary["baseline"],
+            "settings": summary["settings"],
             "models": {m: {"cost": e["cost"], "runs": e["runs"], "failed": e["failed"], "not_run": e["not_run"],
                            "metrics": {k: {"mean": v["mean"], "std": v["std"]} for k, v in e["metrics"].items()},
                            "vs_baseline": e["vs_baseline"]} for m, e in summary["models"].items()}}
@@ -50,22 +64,51 @@ def family_recipe(model: str, given: frozenset[str]) -> dict[str, Any]:
     return {} if name is None else {k: v for k, v in load_recipe(name).items() if k not in given}
 
 
-def compare(models: list[str], seeds: list[int], out: Path, recipe: dict, *, nc: int | None = None,
+@dataclass(frozen=True)
+class SeedPlan:
+    """How many seeds: a fixed number, or ``"auto"`` (rounds up to ``max_seeds`` within ``budget_hours``)."""
+
+    seeds: int | str = 3
+    max_seeds: int = 10
+    budget_hours: float | None = None
+
+
+def compare(models: list[str], plan: SeedPlan | list[int], out: Path, recipe: dict, *, nc: int | None = None,
             devices: list[str] | None = None, run_fn: RunFn | None = None, log: Callable[[str], None] = print,
-            report_only: bool = False, family_recipes: dict[str, dict] | None = None) -> dict[str, Any]:
+            report_only: bool = False, margin: float = 1.0, primary: str = "map",
+            ground_truth: dict | None = None, family_recipes: dict[str, dict] | None = None) -> dict[str, Any]:
     """Run the whole comparison (or, with ``report_only``, only report the runs already finished) and write
-    report.md/.csv/.json and plots into ``out``; returns the summary."""
+    report.md/.csv/.json and plots into ``out``; returns the summary. ``plan`` may also be a list of seeds.
+    ``ground_truth`` (the val split's COCO dict) turns on the image bootstrap for runs that kept predictions."""
     if len(models) < 2:
         raise ValueError("compare needs at least two models (the first is the baseline)")
+    plan = SeedPlan(seeds=len(plan)) if isinstance(plan, list) else plan
     out.mkdir(parents=True, exist_ok=True)
-    log(f"comparing {len(models)} models x {len(seeds)} seeds into {out}; recipe: "
+    log(f"comparing {len(models)} models x {plan.seeds} seeds into {out}; recipe: "
         + ", ".join(f"{k}={v}" for k, v in recipe.items()))
     for model, overlay in (family_recipes or {}).items():
         log(f"{model} trains with its family's recipe for {', '.join(f'{k}={v}' for k, v in overlay.items())}")
-    results = run_all(models, seeds, out, recipe, run_fn=run_fn, devices=devices, log=log, report_only=report_only,
-                      family_recipes=family_recipes)
+
+    def train(round_models: list[str], seeds: list[int]) -> list[RunResult]:
+        return run_all(round_models, seeds, out, recipe, run_fn=run_fn, devices=devices, log=log,
+                       report_only=report_only, family_recipes=family_recipes)
+
+    def look(results: list[RunResult], looks: int) -> dict[str, Any]:
+        return analyse(results, models, {}, margin=margin, primary=primary, looks=looks, ground_truth=ground_truth)
+
+    if plan.seeds == "auto":
+        budget_s = plan.budget_hours * 3600 if plan.budget_hours is not None else None
+        results, _, seeds_used = run_sequential(models, plan.max_seeds, train, look, primary=primary,
+                                                budget_s=budget_s, log=log)
+        looks = planned_looks(plan.max_seeds)
+    else:
+        results, seeds_used, looks = train(models, list(range(plan.seeds))), None, 1
     costs = {m: measure_costs(m, int(recipe["imgsz"]), nc, log) for m in models}  # after training: a quiet CPU
-    summary = analyse(results, models, costs)
+    summary = analyse(results, models, costs, margin=margin, primary=primary, looks=looks,
+                      ground_truth=ground_truth)
+    summary["settings"]["seeds"] = plan.seeds
+    if seeds_used is not None:
+        summary["settings"].update(max_seeds=plan.max_seeds, budget_hours=plan.budget_hours, seeds_used=seeds_used)
     paths = write_report(summary, recipe, out, results, family_recipes)
     write_plots(summary, results, out)
     log(paths["md"].read_text())

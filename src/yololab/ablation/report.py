@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ..utils.files import write_json
-from .statistics import RunResult, ACCURACY_METRICS, METRIC_LABELS, TRAINING_COSTS
+from .statistics import ACCURACY_METRICS, METRIC_LABELS, TRAINING_COSTS, RunResult
+
+VERDICT_COLUMNS = ("conclusion", "boot_low", "boot_high", "eq_low", "eq_high", "mde", "seeds_needed")
 
 
 def write_report(summary: dict[str, Any], recipe: dict, out: Path, results: list[RunResult],
@@ -30,7 +33,7 @@ def _write_csv(summary: dict[str, Any], file: Path) -> None:
         writer = csv.writer(f)
         writer.writerow(["model", "params", "gflops", "latency_ms", "onnx_latency_ms", "runs"]
                         + [f"{m}_{k}" for m in ACCURACY_METRICS for k in ("mean", "std", "diff", "low", "high",
-                                                                           "verdict")]
+                                                                           "verdict") + VERDICT_COLUMNS]
                         + [f"{m}_{k}" for m in TRAINING_COSTS for k in ("mean", "std")])
         for name, e in summary["models"].items():
             row = [name, e["cost"].get("params"), e["cost"].get("gflops"), e["cost"].get("latency_ms"),
@@ -38,6 +41,9 @@ def _write_csv(summary: dict[str, Any], file: Path) -> None:
             for m in ACCURACY_METRICS:
                 stat, d = e["metrics"][m], e["vs_baseline"].get(m, {})
                 row += [stat["mean"], stat["std"], d.get("mean"), d.get("low"), d.get("high"), d.get("verdict", "")]
+                boot = d.get("bootstrap") or {}
+                row += [d.get("conclusion", ""), boot.get("low"), boot.get("high"), d.get("eq_low"), d.get("eq_high"),
+                        d.get("mde"), d.get("seeds_needed")]
             row += [e["metrics"][m][k] for m in TRAINING_COSTS for k in ("mean", "std")]
             writer.writerow(row)
 
@@ -46,9 +52,7 @@ def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResu
                     family_recipes: dict[str, dict] | None = None) -> str:
     """The table a user pastes into a paper, with verdicts and the recipe."""
     lines = [f"# Ablation report (baseline: {summary['baseline']})", "",
-             "Accuracy in percent, mean ± sample std over seeds. Δ is the paired (same seed) difference to the "
-             "baseline with its 95% t interval; the verdict is *better*/*worse* only when the whole interval is "
-             "on one side of zero.", "",
+             "Accuracy in percent, mean ± sample std over seeds.", "",
              "| model | params (M) | GFLOPs | CPU ms (fused) | ONNX ms | runs | "
              + " | ".join(METRIC_LABELS[m] for m in ACCURACY_METRICS) + " |",
              "|---|---:|---:|---:|---:|---:|" + "---:|" * len(ACCURACY_METRICS)]
@@ -60,16 +64,7 @@ def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResu
                  _num(c.get("onnx_latency_ms"), 1, 1), runs]
         cells += [_pm(e["metrics"][m]) for m in ACCURACY_METRICS]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Against the baseline", "",
-              "| model | metric | Δ (points) | 95% interval | verdict |", "|---|---|---:|---|---|"]
-    for name, e in summary["models"].items():
-        for m, d in e["vs_baseline"].items():
-            if m not in ACCURACY_METRICS:
-                continue
-            if not d["n"]:  # no seed run by both
-                continue
-            lines.append(f"| {name} | {METRIC_LABELS[m]} | {d['mean'] * 100:+.2f} | {_interval(d, 100, 2)} "
-                         f"| {d['verdict']} |")
+    lines += _verdict_lines(summary)
     lines += _training_cost_lines(summary) + _per_class_lines(summary)
     missing = [r for r in results if not r.ok]
     if missing:
@@ -86,6 +81,71 @@ def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResu
         lines += [f"{Path(model).stem} trains with its family's recipe (cfg/recipes/) for the keys you did not set: "
                   + ", ".join(f"{k}={v}" for k, v in overlay.items()), ""]
     return "\n".join(lines)
+
+
+def _verdict_lines(summary: dict[str, Any]) -> list[str]:
+    """The primary metric's verdict per variant in words, then every metric's table against the baseline."""
+    settings = summary.get("settings", {})
+    margin, primary, level = settings.get("margin", 1.0), settings.get("primary", "map"), settings.get("level", 0.05)
+    looks = settings.get("looks", 1)
+    tost = f"{(1 - 2 * level) * 100:.4g}% interval"  # what the two one-sided tests at ``level`` read
+    lines = ["", "## Against the baseline", "",
+             f"Δ is the paired (same seed) difference to the baseline in points. The verdict is **better** or "
+             f"**worse** when a difference is shown, **equivalent** when the difference is shown to lie within "
+             f"±{margin:.1f} points (two one-sided tests: the {tost} inside the margin), otherwise "
+             f"**inconclusive**; **n/a** with fewer than two seeds. Each test runs at {level:.3g} "
+             + (f"(5% over {looks} planned looks of seeds=auto) " if looks > 1 else "")
+             + "and is Holm-adjusted over the variants of each metric. "
+             f"The primary metric is {METRIC_LABELS[primary]}; the other metrics are secondary. "
+             f"Image bootstrap: {settings.get('bootstrap', 'off')}. When it runs, a verdict needs both the seed "
+             "t test and the seeds x images bootstrap to agree. MDE: the smallest difference these seeds detect "
+             "with 80% power; seeds needed: to detect a difference of the margin.", ""]
+    for name, e in summary["models"].items():
+        d = e["vs_baseline"].get(primary)
+        if d is not None and d["n"]:
+            lines.append(f"- {name}: {_in_words(d, margin, tost)}")
+    lines += ["", "| model | metric | Δ (points) | 95% interval | verdict | 95% interval, seeds x images "
+              f"| {tost} | MDE | seeds needed |", "|---|---|---:|---|---|---|---|---:|---:|"]
+    for name, e in summary["models"].items():
+        for m in sorted(ACCURACY_METRICS, key=lambda k: k != primary):
+            d = e["vs_baseline"].get(m)
+            if d is None or not d["n"]:  # the baseline, or no seed run by both
+                continue
+            boot = d.get("bootstrap") or {}
+            lines.append(f"| {name} | {METRIC_LABELS[m]} | {d['mean'] * 100:+.2f} | {_interval(d, 100, 2)} "
+                         f"| {d.get('conclusion', d['verdict'])} | {_pair(boot.get('low'), boot.get('high'))} "
+                         f"| {_pair(d.get('eq_low'), d.get('eq_high'))} | {_num(_finite(d.get('mde')), 100, 2)} "
+                         f"| {_seeds(d.get('seeds_needed'))} |")
+    return lines
+
+
+def _in_words(d: dict, margin: float, tost: str) -> str:
+    """The primary verdict as a sentence, e.g. "inconclusive: ~9 seeds would detect a 1.0-point difference"."""
+    conclusion, delta = d.get("conclusion", d["verdict"]), f"Δ {d['mean'] * 100:+.2f} points"
+    if conclusion in ("better", "worse"):
+        return f"{conclusion} ({delta}, 95% interval {_interval(d, 100, 2)})"
+    if conclusion == "equivalent":
+        return f"equivalent within ±{margin:.1f} points ({delta}, {tost} {_pair(d['eq_low'], d['eq_high'])})"
+    if conclusion == "n/a":
+        return f"n/a: one seed in common ({delta}); at least two are needed"
+    needed = d.get("seeds_needed")
+    more = (f"~{needed} seeds would detect a {margin:.1f}-point difference" if needed is not None
+            else f"more than 10,000 seeds would be needed to detect a {margin:.1f}-point difference")
+    return f"inconclusive: {more} ({delta}; these {d['n']} seeds detect {_num(_finite(d.get('mde')), 100, 2)} points)"
+
+
+def _pair(low: float | None, high: float | None) -> str:
+    if _finite(low) is None or _finite(high) is None:
+        return "—"
+    return f"[{low * 100:+.2f}, {high * 100:+.2f}]"
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else value
+
+
+def _seeds(n: int | None) -> str:
+    return "—" if n is None else str(n)
 
 
 def _training_cost_lines(summary: dict[str, Any]) -> list[str]:

@@ -25,12 +25,15 @@ class Rule:
     max: float | None = None
     choices: tuple[str, ...] = ()
     optional: bool = False
+    auto: bool = False  # the text "auto" is accepted too
 
     def check(self, key: str, value: Any) -> Any:
         if value is None:
             if self.optional:
                 return None
             raise ConfigError(f"{key} needs a value ({self.describe()})")
+        if self.auto and isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
         typed = _cast(self.kind, value)
         if typed is _INVALID:
             raise ConfigError(f"{key}={value!r} is not valid: expected {self.describe()}")
@@ -54,7 +57,7 @@ class Rule:
             text += f" >= {self.min:g}"
         if self.choices:
             text = f"one of {', '.join(self.choices)}"
-        return text + (" (or empty)" if self.optional else "")
+        return text + (" or auto" if self.auto else "") + (" (or empty)" if self.optional else "")
 
 
 _INVALID = object()
@@ -85,8 +88,8 @@ def non_negative() -> Rule:
     return Rule("float", 0.0)
 
 
-def count(minimum: int = 1, optional: bool = False) -> Rule:
-    return Rule("int", minimum, optional=optional)
+def count(minimum: int = 1, optional: bool = False, auto: bool = False) -> Rule:
+    return Rule("int", minimum, optional=optional, auto=auto)
 
 
 RULES: dict[str, Rule] = {
@@ -163,7 +166,11 @@ RULES: dict[str, Rule] = {
     "warmup": count(0),
     # compare
     "models": Rule("any", optional=True),  # comma-separated text or (Python) a list
-    "seeds": count(1),
+    "seeds": count(1, auto=True),
+    "margin": Rule("float", 0.001),
+    "primary": Rule("str", choices=("map", "map50", "aps", "apm", "apl")),
+    "max_seeds": count(3),
+    "budget_hours": Rule("float", 0.0, optional=True),
 }
 
 

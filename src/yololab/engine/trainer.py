@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 import resource
@@ -26,7 +27,7 @@ from ..nn import DetectionModel
 from ..plots import plot_training_curves
 from ..utils import dist
 from ..utils.profile import machine_summary
-from ..utils.files import RunLock, remove_stale_temp_files, run_dir, to_jsonable
+from ..utils.files import RunLock, remove_stale_temp_files, run_dir, to_jsonable, write_atomic
 from ..utils.torch_utils import (ModelEMA, init_seeds, parameter_groups, rng_states, select_device, set_rng_states,
                                  transfer_weights, unwrap)
 from .validator import validate
@@ -436,7 +437,8 @@ class Trainer:
             a = self.args
             metrics = validate(model_from_checkpoint(best), self.data, imgsz=a.imgsz, batch=self.batch * 2,
                                device=self.device, dataloader=self.val_loader, save_dir=self.save_dir,
-                               plots=a.plots, verbose=a.verbose, workers=a.workers)
+                               plots=a.plots, verbose=a.verbose, workers=a.workers, save_json=True)
+            _gzip_in_place(self.save_dir / "predictions.json")  # best.pt's detections: the ablation's bootstrap
         images = len(self.train_loader.dataset)
         result = {**to_jsonable(metrics), "save_dir": str(self.save_dir), "best": str(best), "epochs_run": self.epoch + 1,
                   "train_time_s": round(self.train_time, 2),
@@ -447,6 +449,15 @@ class Trainer:
 
 
 # --- helpers
+PREDICTIONS_FILE = "predictions.json.gz"  # best.pt's COCO predictions on the val split, kept in every run folder
+
+
+def _gzip_in_place(path: Path) -> Path:
+    """Replace ``path`` by ``path.gz`` (written atomically; no timestamp inside, so reruns give equal bytes)."""
+    target = path.with_name(path.name + ".gz")
+    write_atomic(target, lambda f: f.write(gzip.compress(path.read_bytes(), mtime=0)))
+    path.unlink()
+    return target
 def _resume_settings(settings: Settings) -> tuple[dict, Settings]:
     """Load the checkpoint named by ``resume`` (true = newest last.pt under ``project``) and its settings."""
     resume = settings["resume"]
