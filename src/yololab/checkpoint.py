@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ._version import __version__
+from .errors import UserError
 from .nn import DetectionModel
 from .utils.files import write_atomic
 
@@ -17,7 +18,7 @@ FORMAT = "yololab-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file that is not a readable yololab checkpoint."""
 
 

@@ -9,6 +9,7 @@ from ..api import command_dir
 from ..cfg import ConfigError, Settings, defaults
 from ..data import load_data_config
 from ..engine.trainer import resolve_lr0
+from ..errors import UserError
 from ..utils.dist import device_list
 from .costs import measure_costs
 from .plots import write_plots
@@ -46,7 +47,7 @@ def compare(models: list[str], seeds: list[int], out: Path, recipe: dict, *, nc:
     """Run the whole comparison (or, with ``report_only``, only report the runs already finished) and write
     report.md/.csv/.json and plots into ``out``; returns the summary."""
     if len(models) < 2:
-        raise ValueError("compare needs at least two models (the first is the baseline)")
+        raise UserError("compare needs at least two models (the first is the baseline)")
     out.mkdir(parents=True, exist_ok=True)
     log(f"comparing {len(models)} models x {len(seeds)} seeds into {out}; recipe: "
         + ", ".join(f"{k}={v}" for k, v in recipe.items()))

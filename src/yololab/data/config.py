@@ -8,11 +8,12 @@ from typing import Any
 
 import yaml
 
+from ..errors import UserError
 from .image import is_image_file
 from .synthetic import synthetic_dataset
 
 
-class DataConfigError(ValueError):
+class DataConfigError(UserError):
     """A data.yaml that cannot be used, with the reason."""
 
 
@@ -32,7 +33,7 @@ class DataConfig:
     def split(self, name: str) -> list[Path]:
         """Image files of ``train``, ``val`` or ``test``."""
         if name not in ("train", "val", "test"):
-            raise ValueError(f"unknown split '{name}', expected train, val or test")
+            raise UserError(f"unknown split '{name}', expected train, val or test")
         return getattr(self, name)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..errors import UserError
 from .boxes import scale_boxes, xywh_to_xyxy
 from .config import load_data_config
 from .image import ImageError, inspect_image
@@ -73,7 +74,7 @@ def read_coco(json_file: str | Path, image_dir: str | Path | None = None, split:
         categories = sorted(coco["categories"], key=lambda c: c["id"])
         images, annotations = coco["images"], coco.get("annotations", [])
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{json_file}: not a COCO detection json ({type(e).__name__}: {e})") from None
+        raise UserError(f"{json_file}: not a COCO detection json ({type(e).__name__}: {e})") from None
     names = {i: str(c["name"]) for i, c in enumerate(categories)}
     index_of = {c["id"]: i for i, c in enumerate(categories)}
     image_dir = Path(image_dir) if image_dir else _guess_image_dir(json_file, split, [im["file_name"] for im in images])
@@ -272,7 +273,7 @@ def read_any(source: str | Path, *, images: str | Path | None = None, split: str
     if coco_jsons:
         parts = [read_coco(j, images) for j in coco_jsons]
         if any(p.names != parts[0].names for p in parts):
-            raise ValueError(f"the COCO files in {source / 'annotations'} have different categories")
+            raise UserError(f"the COCO files in {source / 'annotations'} have different categories")
         merged = DetectionSet(parts[0].names, {})
         for p in parts:
             merged.splits.update(p.splits)
@@ -282,7 +283,7 @@ def read_any(source: str | Path, *, images: str | Path | None = None, split: str
         ann_dir = source / "Annotations" if (source / "Annotations").is_dir() else source
         dset = read_voc(ann_dir, images, split=split or "train")
         return dset if split else _split_by_image_sets(dset, source / "ImageSets" / "Main")
-    raise ValueError(f"cannot tell the format of {source}: expected a data.yaml, a COCO .json or a VOC folder")
+    raise UserError(f"cannot tell the format of {source}: expected a data.yaml, a COCO .json or a VOC folder")
 
 
 def _split_by_image_sets(dset: DetectionSet, sets_dir: Path) -> DetectionSet:
@@ -302,7 +303,7 @@ def convert(source: str | Path, out: str | Path, to: str, *, images: str | Path 
     Returns ``{"source", "out", "to", "splits": {split: {"images", "boxes"}}, "problems"}``.
     """
     if to not in FORMATS:
-        raise ValueError(f"unknown format '{to}', expected one of {', '.join(FORMATS)}")
+        raise UserError(f"unknown format '{to}', expected one of {', '.join(FORMATS)}")
     dset = read_any(source, images=images, split=split)
     out = Path(out)
     if to == "yolo":

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from ..cfg import Settings, command_keys, settings as cfg_settings
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..data import DataConfig, YoloDataset, build_dataloader, load_data_config, plot_label_distribution
+from ..errors import UserError
 from ..loss import DetectionLoss
 from ..nn import DetectionModel
 from ..plots import plot_training_curves
@@ -40,7 +41,7 @@ METRIC_COLUMNS = {"metrics/precision": "precision", "metrics/recall": "recall", 
                   "metrics/mAP50-95": "map", "metrics/APs": "aps", "metrics/APm": "apm", "metrics/APl": "apl"}
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError):
     """Training cannot go on (non-finite loss, nothing to resume); the message says why and what to try."""
 
 

@@ -11,13 +11,14 @@ from typing import Any
 import yaml
 from torch import nn
 
+from ..errors import UserError
 from . import registry
 from .registry import BuildContext
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "cfg" / "models"
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(UserError):
     """A model YAML that cannot be built; the message names the file and row."""
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, Callable
 
+from ..errors import UserError
 
 TEMP_SUFFIX = ".tmp"  # write_atomic's temporary files: ".<name>.<random>.tmp" beside the target
 
@@ -64,7 +65,7 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     return stale
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(UserError):
     """Another live process holds the run folder's lock."""
 
 
