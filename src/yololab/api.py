@@ -44,7 +44,7 @@ class YOLO:
             self.model = model
         elif str(model).endswith(".pt"):
             self.checkpoint = load_checkpoint(model)
-            self.model = model_from_checkpoint(self.checkpoint)
+            self.model = model_from_checkpoint(self.checkpoint, source=model)
         else:
             self.model = DetectionModel(model, nc=nc)
 
@@ -64,7 +64,8 @@ class YOLO:
 
         Afterwards ``.model`` holds the best weights (``best.pt``, else ``last.pt``) of the run.
         """
-        s = settings("train", {"model": str(self.source or ""), **kwargs}, where="YOLO.train")
+        source = {} if kwargs.get("resume") else {"model": str(self.source or "")}  # a resume keeps its own model
+        s = settings("train", {**source, **kwargs}, where="YOLO.train")
         set_threads(s.threads)
         if len(dist.device_list(s.device)) > 1:
             raise ConfigError("multi-GPU training runs one process per GPU: use `yololab train ... device=0,1` "
@@ -227,6 +228,11 @@ def validate_model(model: nn.Module | None, s: Settings, yaml_source: Any = None
     """
     verbose = s.verbose and not s.json
     if s.gt or s.pred:
+        both = sorted({"model", "data"} & s.given)
+        if both:
+            raise ConfigError(f"val scores either a model on a dataset (model=, data=) or a predictions json against "
+                              f"a ground truth (gt=, pred=), not both: drop {' and '.join(f'{k}=' for k in both)} or "
+                              "gt=/pred=")
         if not (s.gt and s.pred):
             raise ConfigError("scoring json files needs both gt=<instances.json> and pred=<predictions.json>")
         save_dir = command_dir(s, "val") if s.plots else None

@@ -17,7 +17,7 @@ from . import api
 from ._version import __version__
 from .ablation.command import compare_command
 from .cfg import ConfigError, Settings, command_defaults, command_keys, parse_value, settings
-from .data import format_check_report
+from .data import format_check_report, format_problems
 from .errors import UserError
 from .plugins import load_plugins
 from .utils.files import json_text
@@ -68,8 +68,8 @@ def _print_check_data(result: dict, s: Settings) -> None:
 def _print_convert(result: dict, s: Settings) -> None:
     counts = ", ".join(f"{k} {v['images']} images / {v['boxes']} boxes" for k, v in result["splits"].items())
     print(f"wrote {result['to']} dataset to {result['out']}: {counts}")
-    for kind, n in result["problems"]["counts"].items():
-        print(f"  {n} {kind}")
+    for line in format_problems(result["problems"]):
+        print(line)
 
 
 def _print_predict(result: dict, s: Settings) -> None:
@@ -147,6 +147,9 @@ def user_message(e: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``yololab`` console script."""
     argv = sys.argv[1:] if argv is None else argv
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name is printed with \x escapes, never fails
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         name, overrides = parse_argv(argv)
         if name == "help":

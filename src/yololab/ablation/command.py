@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from ..api import command_dir
+from ..api import YOLO, command_dir
 from ..cfg import ConfigError, Settings, defaults
-from ..data import load_data_config
+from ..data import DataConfig, load_data_config, load_labels, unlabelled_split
 from ..engine.trainer import resolve_lr0
 from ..errors import UserError
 from ..utils.dist import device_list
+from ..utils.files import RunLock
 from .costs import measure_costs
 from .plots import write_plots
 from .report import write_report
@@ -26,6 +27,8 @@ def compare_command(s: Settings) -> dict[str, Any]:
     if s.optimizer == "auto":
         raise ConfigError("compare pins the recipe: choose optimizer=SGD or optimizer=AdamW, not auto")
     data = load_data_config(s.data)
+    if not s.report_only:
+        check_before_training(models, data, s.imgsz)
     # every recipe value is passed explicitly, so the runs stay pinned even if a default changes later
     recipe = {k: s[k] if k in s else defaults()[k] for k in recipe_keys()}
     recipe["lr0"] = resolve_lr0(s.optimizer, recipe["lr0"])  # written out: the report shows the real value
@@ -41,6 +44,22 @@ def compare_command(s: Settings) -> dict[str, Any]:
                            "vs_baseline": e["vs_baseline"]} for m, e in summary["models"].items()}}
 
 
+def check_before_training(models: list[str], data: DataConfig, imgsz: int) -> None:
+    """Build every model and read the dataset's labels once, so that a misspelt model, an imgsz that is not a
+    multiple of a model's stride or an unlabelled split stops the comparison before its first run trains."""
+    for model in models:
+        stride = int(max(YOLO(model, nc=data.nc).model.stride))
+        if imgsz % stride:
+            raise ConfigError(f"imgsz={imgsz} is not a multiple of the largest stride {stride} of {model}")
+    for split in ("train", "val"):
+        files = data.split(split)
+        if not files:
+            raise UserError(f"split '{split}' of {data.yaml_file or data.root} has no images")
+        problem = unlabelled_split(*load_labels(files, data.nc))
+        if problem:
+            raise UserError(f"the {split} split of {data.yaml_file or data.root}: {problem}")
+
+
 def compare(models: list[str], seeds: list[int], out: Path, recipe: dict, *, nc: int | None = None,
             devices: list[str] | None = None, run_fn: RunFn | None = None,
             log: Callable[[str], None] = print, report_only: bool = False) -> dict[str, Any]:
@@ -48,7 +67,14 @@ def compare(models: list[str], seeds: list[int], out: Path, recipe: dict, *, nc:
     report.md/.csv/.json and plots into ``out``; returns the summary."""
     if len(models) < 2:
         raise UserError("compare needs at least two models (the first is the baseline)")
-    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):  # one comparison writes a folder at a time
+        return _compare(models, seeds, out, recipe, nc=nc, devices=devices, run_fn=run_fn, log=log,
+                        report_only=report_only)
+
+
+def _compare(models: list[str], seeds: list[int], out: Path, recipe: dict, *, nc: int | None,
+             devices: list[str] | None, run_fn: RunFn | None, log: Callable[[str], None],
+             report_only: bool) -> dict[str, Any]:
     log(f"comparing {len(models)} models x {len(seeds)} seeds into {out}; recipe: "
         + ", ".join(f"{k}={v}" for k, v in recipe.items()))
     results = run_all(models, seeds, out, recipe, run_fn=run_fn, devices=devices, log=log, report_only=report_only)

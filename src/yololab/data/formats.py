@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import filecmp
 import json
+import math
 import os
 import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -70,18 +72,23 @@ def read_coco(json_file: str | Path, image_dir: str | Path | None = None, split:
     json_file = Path(json_file)
     split = split or _split_from_json_name(json_file)
     try:
-        coco = json.loads(json_file.read_text())
-        categories = sorted(coco["categories"], key=lambda c: c["id"])
-        images, annotations = coco["images"], coco.get("annotations", [])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        coco = json.loads(json_file.read_bytes())
+    except ValueError as e:
         raise UserError(f"{json_file}: not a COCO detection json ({type(e).__name__}: {e})") from None
+    categories, images, annotations = _checked_coco(coco, json_file)
+    categories = sorted(categories, key=lambda c: c["id"])
     names = {i: str(c["name"]) for i, c in enumerate(categories)}
     index_of = {c["id"]: i for i, c in enumerate(categories)}
     image_dir = Path(image_dir) if image_dir else _guess_image_dir(json_file, split, [im["file_name"] for im in images])
     by_image: dict[int, list[dict]] = {}
-    for a in annotations:
-        by_image.setdefault(a["image_id"], []).append(a)
     dset = DetectionSet(names, {split: []})
+    image_ids = {im["id"] for im in images}
+    for i, a in enumerate(annotations):
+        if a["image_id"] in image_ids:
+            by_image.setdefault(a["image_id"], []).append(a)
+        else:
+            dset.report.add("orphan_annotation", json_file,
+                            f"annotation {i} (id {a.get('id')}): image_id {a['image_id']!r} is not among the images")
     for im in sorted(images, key=lambda x: x["file_name"]):
         file = image_dir / im["file_name"]
         anns = by_image.get(im["id"], [])
@@ -102,6 +109,43 @@ def read_coco(json_file: str | Path, image_dir: str | Path | None = None, split:
         if record is not None:
             dset.splits[split].append(record)
     return dset
+
+
+COCO_FIELDS = {"categories": ("id", "name"), "images": ("id", "file_name"),
+               "annotations": ("image_id", "category_id", "bbox")}
+
+
+def _checked_coco(coco: Any, json_file: Path) -> tuple[list[dict], list[dict], list[dict]]:
+    """The categories, images and annotations of a COCO dict, each entry checked for the fields the reader uses;
+    a missing one is an error naming the list, the entry's index and the key."""
+    if not isinstance(coco, dict):
+        raise UserError(f"{json_file}: not a COCO detection json (a {type(coco).__name__}, not an object)")
+    lists = []
+    for section, keys in COCO_FIELDS.items():
+        entries = coco.get(section, [] if section == "annotations" else None)
+        if not isinstance(entries, list):
+            raise UserError(f"{json_file}: not a COCO detection json ('{section}' must be a list)")
+        for i, entry in enumerate(entries):
+            missing = [k for k in keys if not isinstance(entry, dict) or k not in entry]
+            if missing:
+                raise UserError(f"{json_file}: {section} entry {i} has no '{missing[0]}'")
+            if section == "annotations" and not _is_xywh(entry["bbox"]):
+                raise UserError(f"{json_file}: annotations entry {i} (id {entry.get('id')}): bbox must be 4 numbers "
+                                f"[x, y, w, h], got {entry['bbox']!r}")
+            for key in ("id", "image_id", "category_id"):
+                if key in entry and (not isinstance(entry[key], (int, str)) or isinstance(entry[key], bool)):
+                    raise UserError(f"{json_file}: {section} entry {i}: {key} must be an integer, got "
+                                    f"{entry[key]!r}")
+            if section == "images" and not isinstance(entry["file_name"], str):
+                raise UserError(f"{json_file}: images entry {i}: file_name must be a string, got "
+                                f"{entry['file_name']!r}")
+        lists.append(entries)
+    return lists[0], lists[1], lists[2]
+
+
+def _is_xywh(bbox: Any) -> bool:
+    return (isinstance(bbox, list) and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox))
 
 
 def read_voc(ann_dir: str | Path, image_dir: str | Path | None = None, names: list[str] | None = None,
@@ -282,17 +326,26 @@ def read_any(source: str | Path, *, images: str | Path | None = None, split: str
     if source.is_dir():
         ann_dir = source / "Annotations" if (source / "Annotations").is_dir() else source
         dset = read_voc(ann_dir, images, split=split or "train")
-        return dset if split else _split_by_image_sets(dset, source / "ImageSets" / "Main")
+        return dset if split else _split_by_image_sets(dset, source / "ImageSets" / "Main", ann_dir)
     raise UserError(f"cannot tell the format of {source}: expected a data.yaml, a COCO .json or a VOC folder")
 
 
-def _split_by_image_sets(dset: DetectionSet, sets_dir: Path) -> DetectionSet:
-    """Regroup a single-split VOC set by ``ImageSets/Main/{train,val,test}.txt`` when those lists exist."""
-    lists = {s: set(f.read_text().split()) for s in ("train", "val", "test") if (f := sets_dir / f"{s}.txt").is_file()}
+def _split_by_image_sets(dset: DetectionSet, sets_dir: Path, ann_dir: Path) -> DetectionSet:
+    """Regroup a single-split VOC set by ``ImageSets/Main/{train,val,test}.txt`` when those lists exist; listed
+    names without an xml and annotated images in no list are reported."""
+    lists = {s: f.read_text().split() for s in ("train", "val", "test") if (f := sets_dir / f"{s}.txt").is_file()}
     if not lists:
         return dset
     records = [r for rs in dset.splits.values() for r in rs]
-    splits = {s: [r for r in records if r.file.stem in stems] for s, stems in lists.items()}
+    splits = {s: [r for r in records if r.file.stem in set(stems)] for s, stems in lists.items()}
+    for s, stems in lists.items():
+        for stem in sorted(set(stems)):
+            if not (ann_dir / f"{stem}.xml").is_file():
+                dset.report.add("missing_annotation", sets_dir / f"{s}.txt", f"{stem}: no {ann_dir / stem}.xml")
+    listed = {stem for stems in lists.values() for stem in stems}
+    for r in records:
+        if r.file.stem not in listed:
+            dset.report.add("unlisted_image", r.file, f"in none of {', '.join(f'{s}.txt' for s in lists)}")
     return DetectionSet(dset.names, splits, dset.report)
 
 

@@ -42,7 +42,10 @@ def load_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+    encoded = np.fromfile(path, np.uint8)
+    if encoded.size == 0:
+        raise ImageError("unreadable_image", f"{path}: empty file (0 bytes), not an image")
+    img = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
         raise ImageError("unreadable_image", f"{path}: not a decodable image")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

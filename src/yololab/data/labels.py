@@ -196,11 +196,12 @@ def _cache_key(img_files: list[Path], nc: int | None) -> str:
     digest = hashlib.sha256(f"v{CACHE_VERSION} nc={nc}".encode())
     for im in img_files:
         for f in (im, label_file_for(im)):
+            digest.update(os.fsencode(f))  # the name's bytes: a non-UTF-8 file name is hashed as it is on disk
             try:
                 st = f.stat()
-                digest.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+                digest.update(f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
             except OSError:
-                digest.update(f"{f}|missing\n".encode())
+                digest.update(b"|missing\n")
     return digest.hexdigest()
 
 

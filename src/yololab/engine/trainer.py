@@ -16,9 +16,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..cfg import Settings, command_keys, settings as cfg_settings
+from ..cfg import ConfigError, Settings, command_keys, settings as cfg_settings
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from ..data import DataConfig, YoloDataset, build_dataloader, load_data_config, plot_label_distribution
+from ..data import (DataConfig, YoloDataset, build_dataloader, load_data_config, plot_label_distribution,
+                    unlabelled_split)
 from ..errors import UserError
 from ..loss import DetectionLoss
 from ..nn import DetectionModel
@@ -75,6 +76,10 @@ class Trainer:
         self.lock: RunLock | None = None
         self.data: DataConfig = load_data_config(self.args.data)
         self.model = self._build_model(model)
+        stride = int(max(self.model.stride))
+        if self.args.imgsz % stride:
+            raise ConfigError(f"imgsz={self.args.imgsz} is not a multiple of the model's largest stride {stride} "
+                              f"(try imgsz={max(stride, round(self.args.imgsz / stride) * stride)})")
         self.epoch, self.best_fitness, self.metrics = 0, -1.0, {}
         self.epochs_without_improvement = 0
         self.train_time = 0.0
@@ -96,6 +101,13 @@ class Trainer:
         if self.main:
             (save_dir / "weights").mkdir(parents=True, exist_ok=True)
         return save_dir
+
+    def _refuse_unlabelled(self, split: str, dataset: YoloDataset) -> None:
+        """Stop before the first epoch when a split has no box to learn from or score against."""
+        problem = unlabelled_split(dataset.labels, dataset.report)
+        if problem:
+            raise TrainingError(f"the {split} split of {self.data.yaml_file or self.data.root}: {problem}; "
+                                "`yololab check-data` lists every problem")
 
     def _lock_save_dir(self) -> RunLock | None:
         """Rank 0 holds the run folder's lock until training ends (a second writer stops at once); files that an
@@ -152,6 +164,7 @@ class Trainer:
         stride = int(max(self.model.stride))
         train_set = YoloDataset(self.data.train, imgsz=a.imgsz, augment=True, hyp=a, batch_size=self.batch,
                                 stride=stride, cache=a.cache, nc=self.data.nc)
+        self._refuse_unlabelled("train", train_set)
         self.train_loader = build_dataloader(train_set, self.batch, workers=a.workers, shuffle=True,
                                              seed=a.seed, rank=self.rank)
         if self.main and a.plots:
@@ -161,6 +174,7 @@ class Trainer:
             val_batch = self.batch * 2
             val_set = YoloDataset(self.data.val, imgsz=a.imgsz, rect=True, batch_size=val_batch, stride=stride,
                                   cache=a.cache, nc=self.data.nc)
+            self._refuse_unlabelled("val", val_set)
             self.val_loader = build_dataloader(val_set, val_batch, workers=a.workers)
         self.optimizer = self._build_optimizer(len(train_set))
         self.lf = lr_lambda(a.cos_lr, a.lrf, a.epochs)
@@ -444,6 +458,13 @@ def _resume_settings(settings: Settings) -> tuple[dict, Settings]:
                             f"run with pretrained={resume}")
     keys = command_keys("train")
     args = {k: v for k, v in ckpt["meta"]["args"].items() if k in keys}  # keys of older versions are dropped
+    saved = cfg_settings("train", args)
+    changed = sorted(k for k in settings.given - {*RESUME_OVERRIDES, "resume", "project"} if settings[k] != saved[k])
+    if changed:
+        raise ConfigError(f"resume={settings['resume']} continues {resume} with the settings it started with; "
+                          f"{', '.join(f'{k}={settings[k]}' for k in changed)} cannot change in a resumed run (it "
+                          f"takes only {', '.join(RESUME_OVERRIDES)}): drop them, or start a new run with "
+                          f"pretrained={resume}")
     args.update({k: settings[k] for k in RESUME_OVERRIDES if k in settings.given})
     args["resume"] = str(resume)
     return ckpt, cfg_settings("train", args)
