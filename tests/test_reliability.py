@@ -11,8 +11,8 @@ import xml.etree.ElementTree as ET
 import pytest
 import torch
 import yaml
-from tiny_training import TINY_MODEL, tiny_dataset, tiny_settings
 
+from tiny_training import TINY_MODEL, tiny_dataset, tiny_settings
 from yololab import cli
 from yololab.checkpoint import save_checkpoint
 from yololab.cli import Command, main
