@@ -117,7 +117,7 @@ COCO_FIELDS = {"categories": ("id", "name"), "images": ("id", "file_name"),
 
 def _checked_coco(coco: Any, json_file: Path) -> tuple[list[dict], list[dict], list[dict]]:
     """The categories, images and annotations of a COCO dict, each entry checked for the fields the reader uses;
-    a missing one is an error naming the list, the entry's index and the key."""
+    a missing or wrong one is an error naming the list, the entry's index and the key."""
     if not isinstance(coco, dict):
         raise UserError(f"{json_file}: not a COCO detection json (a {type(coco).__name__}, not an object)")
     lists = []
@@ -126,21 +126,27 @@ def _checked_coco(coco: Any, json_file: Path) -> tuple[list[dict], list[dict], l
         if not isinstance(entries, list):
             raise UserError(f"{json_file}: not a COCO detection json ('{section}' must be a list)")
         for i, entry in enumerate(entries):
+            where = f"{json_file}: {section} entry {i}"
             missing = [k for k in keys if not isinstance(entry, dict) or k not in entry]
             if missing:
-                raise UserError(f"{json_file}: {section} entry {i} has no '{missing[0]}'")
-            if section == "annotations" and not _is_xywh(entry["bbox"]):
-                raise UserError(f"{json_file}: annotations entry {i} (id {entry.get('id')}): bbox must be 4 numbers "
-                                f"[x, y, w, h], got {entry['bbox']!r}")
+                raise UserError(f"{where} has no '{missing[0]}'")
             for key in ("id", "image_id", "category_id"):
-                if key in entry and (not isinstance(entry[key], (int, str)) or isinstance(entry[key], bool)):
-                    raise UserError(f"{json_file}: {section} entry {i}: {key} must be an integer, got "
-                                    f"{entry[key]!r}")
+                if key in entry and not _is_int(entry[key]):
+                    raise UserError(f"{where}: {key} must be an integer, got {entry[key]!r}")
+            for key in ("height", "width"):
+                if entry.get(key) is not None and not (_is_int(entry[key]) and entry[key] > 0):
+                    raise UserError(f"{where}: {key} must be a positive integer, got {entry[key]!r}")
             if section == "images" and not isinstance(entry["file_name"], str):
-                raise UserError(f"{json_file}: images entry {i}: file_name must be a string, got "
-                                f"{entry['file_name']!r}")
+                raise UserError(f"{where}: file_name must be a string, got {entry['file_name']!r}")
+            if section == "annotations" and not _is_xywh(entry["bbox"]):
+                raise UserError(f"{where} (id {entry.get('id')}): bbox must be 4 numbers [x, y, w, h], got "
+                                f"{entry['bbox']!r}")
         lists.append(entries)
     return lists[0], lists[1], lists[2]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_xywh(bbox: Any) -> bool:
@@ -200,7 +206,9 @@ def _parse_voc_xml(path: Path) -> tuple[str, int | None, int | None, list[tuple[
             bb = obj.find("bndbox")
             objects.append((obj.findtext("name", "").strip(),
                             [float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]))
-    except (ET.ParseError, AttributeError, TypeError, ValueError):
+    except (ET.ParseError, AttributeError, TypeError, ValueError, OverflowError):
+        return None
+    if (h is not None and h <= 0) or (w is not None and w <= 0):
         return None
     return root.findtext("filename", "").strip(), h or None, w or None, objects
 
