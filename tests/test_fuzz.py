@@ -4,6 +4,7 @@
 
 import json
 import math
+import signal
 import tempfile
 from pathlib import Path
 
@@ -22,6 +23,22 @@ from yololab.nn import DetectionModel
 USER_ERRORS = (UserError, *PATH_ERRORS)
 FUZZ = settings(max_examples=40, deadline=3000, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+HANG_S = 60  # a whole fuzz test (all its examples) is stopped after this long
+
+
+@pytest.fixture(autouse=True)
+def no_hang():
+    """Stop a fuzz test that runs past ``HANG_S``: hypothesis's deadline reports slow examples only afterwards."""
+    def stop(signum, frame):
+        raise TimeoutError(f"a fuzz test ran past {HANG_S} s: an input makes yololab hang")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(HANG_S)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**40, 2**40) | st.floats(allow_nan=True) | st.text(max_size=6),
