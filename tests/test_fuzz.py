@@ -21,7 +21,7 @@ from yololab.errors import UserError
 from yololab.nn import DetectionModel
 
 USER_ERRORS = (UserError, *PATH_ERRORS)
-FUZZ = settings(max_examples=40, deadline=3000, database=None, derandomize=True,
+FUZZ = settings(max_examples=40, deadline=10_000, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 HANG_S = 60  # a whole fuzz test (all its examples) is stopped after this long
