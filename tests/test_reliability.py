@@ -94,13 +94,15 @@ def test_project_under_a_regular_file(tiny, tmp_path, capsys):
     assert "Not a directory" in line and str(tmp_path / "file") in line
 
 
-@pytest.mark.parametrize("command", ["train", "predict"])
+@pytest.mark.parametrize("command", ["train", "predict", "val", "export", "bench"])
 def test_imgsz_off_the_model_stride_is_refused(tiny, tmp_path, capsys, command):
     data, model = tiny
-    extra = [f"data={data}", f"project={tmp_path}", *TINY_TRAIN[1:]] if command == "train" else \
-        [f"source={data.parent / 'images' / 'val'}", "save=false"]
-    line = user_error([command, f"model={model}", "imgsz=63", *extra], capsys)
-    assert "imgsz=63 is not a multiple of the model's largest stride 32" in line
+    extra = {"train": [f"data={data}", f"project={tmp_path}", *TINY_TRAIN[1:]],
+             "predict": [f"source={data.parent / 'images' / 'val'}", "save=false"],
+             "val": [f"data={data}", "plots=false"], "export": [f"project={tmp_path}"], "bench": ["formats=torch"]}
+    line = user_error([command, f"model={model}", "imgsz=63", *extra[command]], capsys)
+    assert "imgsz=63 is not a multiple of the model's largest stride 32 (try imgsz=64)" in line
+    assert not any(tmp_path.iterdir())
 
 
 def test_val_with_both_a_model_and_json_files_is_refused(tiny, capsys):

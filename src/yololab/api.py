@@ -19,6 +19,7 @@ from .data import load_data_config, load_image
 from .engine.bench import bench as bench_model
 from .engine.exporter import export as export_file
 from .engine.predictor import predict as predict_source
+from .engine.preprocess import check_imgsz
 from .engine.trainer import Trainer, TrainingError
 from .engine.validator import evaluate_files, validate
 from .nn import DetectionModel
@@ -179,7 +180,8 @@ def export(s: Settings) -> dict[str, Any]:
 
 def bench(s: Settings) -> dict[str, Any]:
     """``yololab bench``: median and p90 latency of the fused model per format and device."""
-    return bench_model(YOLO(s.model, nc=s.nc).model, imgsz=s.imgsz, batch=s.batch, formats=s.formats, runs=s.runs,
+    model = YOLO(s.model, nc=s.nc).model
+    return bench_model(model, imgsz=check_imgsz(s.imgsz, int(max(model.stride))), batch=s.batch, formats=s.formats, runs=s.runs,
                        warmup=s.warmup, device=s.device, verbose=s.verbose and not s.json)
 
 
@@ -212,6 +214,7 @@ def export_model(model: nn.Module, s: Settings, source: Any = None) -> dict[str,
         file = src.with_suffix(".onnx")
     else:
         file = run_dir(s.project, s.name or "export", exist_ok=True) / f"{src.stem if src else 'model'}.onnx"
+    check_imgsz(s.imgsz, int(max(model.stride)))
     device = select_device(s.device or "cpu")
     if next(model.parameters()).device != device:
         model = fused_copy(model, fuse=False).to(device)
@@ -241,6 +244,7 @@ def validate_model(model: nn.Module | None, s: Settings, yaml_source: Any = None
         data = load_data_config(s.data)
         if model is None or (yaml_source is not None and getattr(model, "nc", data.nc) != data.nc):
             model = YOLO(yaml_source or s.model, nc=s.nc or data.nc).model
+        check_imgsz(s.imgsz, int(max(model.stride)))
         save_dir = command_dir(s, "val") if s.plots or s.save_json else None
         result = validate(fused_copy(model), data, imgsz=s.imgsz, batch=s.batch,
                           conf=0.001 if s.conf is None else s.conf, iou=s.iou, max_det=s.max_det, device=s.device,

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from ..api import YOLO, command_dir
 from ..cfg import ConfigError, Settings, defaults
 from ..data import DataConfig, load_data_config, load_labels, unlabelled_split
+from ..engine.preprocess import check_imgsz
 from ..engine.trainer import resolve_lr0
 from ..errors import UserError
 from ..utils.dist import device_list
@@ -48,9 +49,7 @@ def check_before_training(models: list[str], data: DataConfig, imgsz: int) -> No
     """Build every model and read the dataset's labels once, so that a misspelt model, an imgsz that is not a
     multiple of a model's stride or an unlabelled split stops the comparison before its first run trains."""
     for model in models:
-        stride = int(max(YOLO(model, nc=data.nc).model.stride))
-        if imgsz % stride:
-            raise ConfigError(f"imgsz={imgsz} is not a multiple of the largest stride {stride} of {model}")
+        check_imgsz(imgsz, int(max(YOLO(model, nc=data.nc).model.stride)), owner=f"{model}'s")
     for split in ("train", "val"):
         files = data.split(split)
         if not files:

@@ -29,7 +29,7 @@ from ..ops import non_max_suppression, unletterbox_boxes
 from ..utils.files import write_json
 from ..utils.torch_utils import fused_copy, select_device
 from .exporter import OnnxModel
-from .preprocess import preprocess
+from .preprocess import check_imgsz, preprocess
 from .results import Results
 
 VIDEO_SUFFIXES = (".avi", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".webm", ".wmv")
@@ -99,9 +99,7 @@ def as_inference_model(model: Any, device: str | torch.device | None = None, hal
 def input_size(model: InferenceModel, imgsz: int) -> int:
     """The square network input side: ``imgsz``, or the fixed size an ONNX model was exported with."""
     if model.input_shape is None:
-        if imgsz % model.stride:
-            raise UserError(f"imgsz={imgsz} is not a multiple of the model's largest stride {model.stride}")
-        return imgsz
+        return check_imgsz(imgsz, model.stride)
     h, w = model.input_shape
     if h != w:
         raise UserError(f"{model.file.name} has a non-square input {h}x{w}; the predictor letterboxes to squares")

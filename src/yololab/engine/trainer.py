@@ -29,6 +29,7 @@ from ..utils.profile import machine_summary
 from ..utils.files import RunLock, remove_stale_temp_files, run_dir, to_jsonable
 from ..utils.torch_utils import (ModelEMA, init_seeds, parameter_groups, rng_states, select_device, set_rng_states,
                                  transfer_weights, unwrap)
+from .preprocess import check_imgsz
 from .validator import validate
 
 # Settings a resumed run takes from the user when set to a non-default value (the rest come from the checkpoint).
@@ -71,15 +72,12 @@ class Trainer:
         if self.rank >= 0:  # launched by torchrun, with one process too (its sampler needs the process group)
             dist.init_distributed(self.device)
         init_seeds(self.args.seed, self.args.deterministic)  # same initial weights on every rank
-        self.save_dir = self._save_dir()
-        self.wdir = self.save_dir / "weights"
-        self.lock: RunLock | None = None
         self.data: DataConfig = load_data_config(self.args.data)
         self.model = self._build_model(model)
-        stride = int(max(self.model.stride))
-        if self.args.imgsz % stride:
-            raise ConfigError(f"imgsz={self.args.imgsz} is not a multiple of the model's largest stride {stride} "
-                              f"(try imgsz={max(stride, round(self.args.imgsz / stride) * stride)})")
+        check_imgsz(self.args.imgsz, int(max(self.model.stride)))
+        self.save_dir = self._save_dir()  # created once the settings, data and model are known to be usable
+        self.wdir = self.save_dir / "weights"
+        self.lock: RunLock | None = None
         self.epoch, self.best_fitness, self.metrics = 0, -1.0, {}
         self.epochs_without_improvement = 0
         self.train_time = 0.0
