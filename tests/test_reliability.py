@@ -79,6 +79,19 @@ def test_a_checkpoint_with_another_architectures_tensors_is_named(tmp_path, caps
     assert "mixed.pt do not fit the model" in line and "size mismatch" in line
 
 
+def test_broken_yaml_and_onnx_files_are_named_in_one_line(tiny, tmp_path, capsys):
+    data, _ = tiny
+    (tmp_path / "bad.yaml").write_text("names: [a,\n")
+    (tmp_path / "bad.onnx").write_bytes(b"not a protobuf")
+    for argv, expected in ((["check-data", f"data={tmp_path / 'bad.yaml'}"], "bad.yaml: not valid YAML (line 2"),
+                           (["info", f"model={tmp_path / 'bad.yaml'}"], "bad.yaml: invalid YAML: line 2"),
+                           (["predict", f"model={tmp_path / 'bad.onnx'}", f"source={data.parent / 'images' / 'val'}",
+                             "save=false"], "bad.onnx: not a loadable ONNX model")):
+        code = main([str(a) for a in argv])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and expected in err, err
+
+
 def test_predict_on_a_zero_byte_image(tiny, tmp_path, capsys):
     _, model = tiny
     (tmp_path / "blank.jpg").write_bytes(b"")

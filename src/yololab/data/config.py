@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, yaml_error_text
 from .image import is_image_file
 from .synthetic import synthetic_dataset
 
@@ -52,7 +52,7 @@ def load_data_config(data: str | Path) -> DataConfig:
     try:
         raw = yaml.safe_load(yaml_file.read_text())
     except yaml.YAMLError as e:
-        raise DataConfigError(f"{yaml_file}: not valid YAML ({e})") from None
+        raise DataConfigError(f"{yaml_file}: not valid YAML ({yaml_error_text(e)})") from None
     if not isinstance(raw, dict):
         raise DataConfigError(f"{yaml_file}: expected a mapping with path/train/val/names")
     if raw.get("names") in (None, "", [], {}):

@@ -159,7 +159,10 @@ class OnnxModel:
                 raise UserError("this onnxruntime has no CUDAExecutionProvider; use device=cpu for ONNX models")
             providers.insert(0, "CUDAExecutionProvider")
         self.file = file
-        self.session = ort.InferenceSession(str(file), providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(file), providers=providers)
+        except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) derive from Exception
+            raise UserError(f"{file}: not a loadable ONNX model ({' '.join(str(e).split())[:300]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name

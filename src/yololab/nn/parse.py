@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from torch import nn
 
-from ..errors import UserError
+from ..errors import UserError, yaml_error_text
 from . import registry
 from .registry import BuildContext
 
@@ -67,7 +67,7 @@ def load_model_yaml(source: str | Path | dict) -> dict:
     except yaml.constructor.ConstructorError as e:
         raise ModelConfigError(f"{path}: unsafe or unknown YAML tag ({e.problem}); only plain YAML is allowed") from None
     except yaml.YAMLError as e:
-        raise ModelConfigError(f"{path}: invalid YAML: {e}") from None
+        raise ModelConfigError(f"{path}: invalid YAML: {yaml_error_text(e)}") from None
     cfg = _checked_model_dict(cfg, str(path))
     cfg.setdefault("scale", scale)
     cfg["yaml_file"] = str(path)
