@@ -154,6 +154,26 @@ def test_a_missing_labels_folder_is_flagged_and_training_refuses_before_the_firs
     assert not (tmp_path / "run" / "results.csv").exists()
 
 
+def test_a_data_yaml_without_a_val_split_is_refused_before_training(tiny, tmp_path, capsys):
+    data, model = tiny
+    no_val = tmp_path / "no_val.yaml"
+    no_val.write_text(yaml.safe_dump({"path": str(data.parent), "train": "images/train", "names": ["a", "b", "c", "d"]}))
+    line = user_error(["train", f"model={model}", f"data={no_val}", f"project={tmp_path}", "name=run", *TINY_TRAIN],
+                      capsys)
+    assert "no_val.yaml has no val images" in line and "val=false" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_text_files_that_are_not_utf8_are_named(tiny, tmp_path, capsys):
+    _, model = tiny
+    (tmp_path / "latin1.yaml").write_bytes(b"names: [caf\xe9]\ntrain: images\n")
+    (tmp_path / "list.txt").write_bytes(b"caf\xe9.jpg\n")
+    assert "latin1.yaml: not UTF-8 text (byte 0xe9" in user_error(["check-data", f"data={tmp_path / 'latin1.yaml'}"],
+                                                                  capsys)
+    line = user_error(["predict", f"model={model}", f"source={tmp_path / 'list.txt'}", "save=false"], capsys)
+    assert "list.txt: not UTF-8 text (byte 0xe9 at offset 3)" in line
+
+
 def test_a_non_utf8_file_name_is_used_and_reported_by_name(tiny, tmp_path, capsys):
     data, _ = tiny
     copy = tmp_path / "data"

@@ -34,8 +34,8 @@ def load_coco_json(path: str | Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"COCO json not found: {path}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        return json.loads(path.read_bytes())
+    except ValueError as e:  # not JSON, or not UTF-8/16/32 text
         raise UserError(f"{path} is not valid JSON: {e}") from None
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import yaml
 
 from ..errors import UserError
+from ..utils.files import read_text
 from .boxes import scale_boxes, xywh_to_xyxy
 from .config import load_data_config
 from .image import ImageError, inspect_image
@@ -169,7 +170,7 @@ def read_voc(ann_dir: str | Path, image_dir: str | Path | None = None, names: li
     parsed = [_parse_voc_xml(f) for f in xml_files]
     classes_txt = ann_dir.parent / "classes.txt"
     if names is None and classes_txt.is_file():
-        names = [n.strip() for n in classes_txt.read_text().splitlines() if n.strip()]
+        names = [n.strip() for n in read_text(classes_txt).splitlines() if n.strip()]
     if names is None:
         names = sorted({obj[0] for p in parsed if p for obj in p[3]})
     index_of = {n: i for i, n in enumerate(names)}
@@ -341,7 +342,7 @@ def read_any(source: str | Path, *, images: str | Path | None = None, split: str
 def _split_by_image_sets(dset: DetectionSet, sets_dir: Path, ann_dir: Path) -> DetectionSet:
     """Regroup a single-split VOC set by ``ImageSets/Main/{train,val,test}.txt`` when those lists exist; listed
     names without an xml and annotated images in no list are reported."""
-    lists = {s: f.read_text().split() for s in ("train", "val", "test") if (f := sets_dir / f"{s}.txt").is_file()}
+    lists = {s: read_text(f).split() for s in ("train", "val", "test") if (f := sets_dir / f"{s}.txt").is_file()}
     if not lists:
         return dset
     records = [r for rs in dset.splits.values() for r in rs]

@@ -73,6 +73,11 @@ class Trainer:
             dist.init_distributed(self.device)
         init_seeds(self.args.seed, self.args.deterministic)  # same initial weights on every rank
         self.data: DataConfig = load_data_config(self.args.data)
+        for split in ("train", "val") if self.args.val else ("train",):
+            if not self.data.split(split):
+                hint = "; val=false trains without validation" if split == "val" else ""
+                raise TrainingError(f"{self.data.yaml_file or self.data.root} has no {split} images (its '{split}:' "
+                                    f"entry is missing or empty{hint})")
         self.model = self._build_model(model)
         check_imgsz(self.args.imgsz, int(max(self.model.stride)))
         self.save_dir = self._save_dir()  # created once the settings, data and model are known to be usable

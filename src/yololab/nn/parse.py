@@ -12,6 +12,7 @@ import yaml
 from torch import nn
 
 from ..errors import UserError, yaml_error_text
+from ..utils.files import read_text
 from . import registry
 from .registry import BuildContext
 
@@ -63,7 +64,7 @@ def load_model_yaml(source: str | Path | dict) -> dict:
         return _checked_model_dict(dict(source), "model dict")
     path, scale = resolve_model_file(source)
     try:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = yaml.safe_load(read_text(path))
     except yaml.constructor.ConstructorError as e:
         raise ModelConfigError(f"{path}: unsafe or unknown YAML tag ({e.problem}); only plain YAML is allowed") from None
     except yaml.YAMLError as e:

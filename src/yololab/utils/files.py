@@ -26,6 +26,15 @@ def run_dir(project: str | Path | None, name: str, exist_ok: bool = False) -> Pa
     return path
 
 
+def read_text(path: str | Path) -> str:
+    """The UTF-8 text of a file the user gave; one that is not UTF-8 is a UserError naming it and the first bad byte."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
+
+
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None], fsync: bool = False) -> Path:
     """Write a file through ``write(fileobj)`` into a temporary sibling, then rename it over ``path``.
 
