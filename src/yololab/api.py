@@ -20,6 +20,7 @@ from .data import load_data_config, load_image
 from .engine.bench import bench as bench_model
 from .engine.exporter import export as export_file
 from .engine.predictor import predict as predict_source
+from .engine.preprocess import check_imgsz
 from .engine.trainer import Trainer, TrainingError
 from .engine.validator import evaluate_files, validate
 from .nn import DetectionModel
@@ -45,7 +46,7 @@ class YOLO:
             self.model = model
         elif str(model).endswith(".pt"):
             self.checkpoint = load_checkpoint(model)
-            self.model = model_from_checkpoint(self.checkpoint)
+            self.model = model_from_checkpoint(self.checkpoint, source=model)
         else:
             self.model = DetectionModel(model, nc=nc)
 
@@ -65,7 +66,8 @@ class YOLO:
 
         Afterwards ``.model`` holds the best weights (``best.pt``, else ``last.pt``) of the run.
         """
-        s = settings("train", {"model": str(self.source or ""), **kwargs}, where="YOLO.train")
+        source = {} if kwargs.get("resume") else {"model": str(self.source or "")}  # a resume keeps its own model
+        s = settings("train", {**source, **kwargs}, where="YOLO.train")
         set_threads(s.threads)
         if len(dist.device_list(s.device)) > 1:
             raise ConfigError("multi-GPU training runs one process per GPU: use `yololab train ... device=0,1` "
@@ -185,7 +187,8 @@ def export(s: Settings) -> dict[str, Any]:
 
 def bench(s: Settings) -> dict[str, Any]:
     """``yololab bench``: median and p90 latency of the fused model per format and device."""
-    return bench_model(YOLO(s.model, nc=s.nc).model, imgsz=s.imgsz, batch=s.batch, formats=s.formats, runs=s.runs,
+    model = YOLO(s.model, nc=s.nc).model
+    return bench_model(model, imgsz=check_imgsz(s.imgsz, int(max(model.stride))), batch=s.batch, formats=s.formats, runs=s.runs,
                        warmup=s.warmup, device=s.device, verbose=s.verbose and not s.json)
 
 
@@ -218,6 +221,7 @@ def export_model(model: nn.Module, s: Settings, source: Any = None) -> dict[str,
         file = src.with_suffix(".onnx")
     else:
         file = run_dir(s.project, s.name or "export", exist_ok=True) / f"{src.stem if src else 'model'}.onnx"
+    check_imgsz(s.imgsz, int(max(model.stride)))
     device = select_device(s.device or "cpu")
     if next(model.parameters()).device != device:
         model = fused_copy(model, fuse=False).to(device)
@@ -234,6 +238,11 @@ def validate_model(model: nn.Module | None, s: Settings, yaml_source: Any = None
     """
     verbose = s.verbose and not s.json
     if s.gt or s.pred:
+        both = sorted({"model", "data"} & s.given)
+        if both:
+            raise ConfigError(f"val scores either a model on a dataset (model=, data=) or a predictions json against "
+                              f"a ground truth (gt=, pred=), not both: drop {' and '.join(f'{k}=' for k in both)} or "
+                              "gt=/pred=")
         if not (s.gt and s.pred):
             raise ConfigError("scoring json files needs both gt=<instances.json> and pred=<predictions.json>")
         save_dir = command_dir(s, "val") if s.plots else None
@@ -242,6 +251,7 @@ def validate_model(model: nn.Module | None, s: Settings, yaml_source: Any = None
         data = load_data_config(s.data)
         if model is None or (yaml_source is not None and getattr(model, "nc", data.nc) != data.nc):
             model = YOLO(yaml_source or s.model, nc=s.nc or data.nc).model
+        check_imgsz(s.imgsz, int(max(model.stride)))
         save_dir = command_dir(s, "val") if s.plots or s.save_json else None
         result = validate(fused_copy(model), data, imgsz=s.imgsz, batch=s.batch,
                           conf=0.001 if s.conf is None else s.conf, iou=s.iou, max_det=s.max_det, device=s.device,

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ._version import __version__
+from .errors import UserError
 from .nn import DetectionModel
 from .utils.files import write_atomic
 
@@ -17,7 +18,7 @@ FORMAT = "yololab-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A file that is not a readable yololab checkpoint."""
 
 
@@ -45,23 +46,35 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): not a yololab checkpoint")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"{path} is not a safe yololab checkpoint ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200]})") from None
+        first_line = (str(e).splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path} is not a safe yololab checkpoint ({type(e).__name__}: {first_line})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a yololab checkpoint (no '{FORMAT}' marker)")
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict[str, Any] | str | Path) -> DetectionModel:
-    """Rebuild the DetectionModel described by a checkpoint's metadata and load its weights."""
+def model_from_checkpoint(ckpt: dict[str, Any] | str | Path, source: str | Path | None = None) -> DetectionModel:
+    """Rebuild the DetectionModel described by a checkpoint's metadata and load its weights (``source``: the file a
+    loaded ``ckpt`` came from, named in errors)."""
+    where = str(source or "the checkpoint")
     if not isinstance(ckpt, dict):
-        ckpt = load_checkpoint(ckpt)
-    meta = ckpt["meta"]
+        where, ckpt = str(ckpt), load_checkpoint(ckpt)
+    meta = ckpt.get("meta")
+    if not isinstance(meta, dict) or "model_yaml" not in meta or not isinstance(ckpt.get("model"), dict):
+        raise CheckpointError(f"{where} lacks its model weights or the model_yaml of its metadata")
     model = DetectionModel(meta["model_yaml"])
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:  # tensors of another architecture under the recorded one's names
+        problems = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
+        first = problems[0][:300] if problems else str(e)[:300]
+        raise CheckpointError(f"the weights in {where} do not fit the model its metadata describes "
+                              f"({len(problems)} problems; first: {first})") from None
     if meta.get("names"):
         model.names = {int(k): v for k, v in meta["names"].items()}
     return model.float().eval()

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import difflib
 import sys
+import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import api
+from ._version import __version__
 from .ablation.command import compare_command
 from .cfg import ConfigError, Settings, command_defaults, command_keys, parse_value, settings
-from .data import format_check_report
+from .data import format_check_report, format_problems
+from .errors import UserError
 from .plugins import load_plugins
-from .utils.files import RunLockedError, json_text
+from .utils.files import json_text
 from .utils.threads import set_threads
 
 Printer = Callable[[dict, Settings], None]
+
+# file-system errors that name a path the user gave (or a folder under it): printed as one line like UserError
+PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
 
 
 @dataclass(frozen=True)
@@ -62,8 +68,8 @@ def _print_check_data(result: dict, s: Settings) -> None:
 def _print_convert(result: dict, s: Settings) -> None:
     counts = ", ".join(f"{k} {v['images']} images / {v['boxes']} boxes" for k, v in result["splits"].items())
     print(f"wrote {result['to']} dataset to {result['out']}: {counts}")
-    for kind, n in result["problems"]["counts"].items():
-        print(f"  {n} {kind}")
+    for line in format_problems(result["problems"]):
+        print(line)
 
 
 def _print_predict(result: dict, s: Settings) -> None:
@@ -131,9 +137,19 @@ def _print_help() -> None:
     print("\nEvery command that reports numbers accepts json=true (one JSON object on the last line).")
 
 
+def user_message(e: BaseException) -> str:
+    """One line for a user error: its message, or for a file-system error what happened to which path."""
+    if isinstance(e, OSError) and e.filename is not None:
+        return f"{e.strerror or type(e).__name__}: {e.filename}"
+    return str(e)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``yololab`` console script."""
     argv = sys.argv[1:] if argv is None else argv
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name is printed with \x escapes, never fails
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         name, overrides = parse_argv(argv)
         if name == "help":
@@ -141,13 +157,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         s = command_settings(name, overrides)
         result = _execute(name, s)
-    except (ConfigError, FileNotFoundError, ValueError, KeyError, RunLockedError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"yololab: error: {msg}", file=sys.stderr)
+    except (UserError, *PATH_ERRORS) as e:
+        print(f"yololab: error: {user_message(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("yololab: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        traceback.print_exc()
+        print(f"yololab: internal error (a bug in yololab {__version__}, not in your input): please report it with "
+              "the command line and the traceback above", file=sys.stderr)
+        return 1
     if s.json:
         if result is not None:
             print(json_text(result))

@@ -20,6 +20,7 @@ import torch
 from faster_coco_eval import COCO, COCOeval_faster
 
 from .data.records import coco_image_ids
+from .errors import UserError
 from .ops import box_iou, xyxy2xywh
 
 PR_IOU = 0.5  # IoU at which precision, recall, F1 and the confusion matrix count a detection as correct
@@ -33,54 +34,54 @@ def load_coco_json(path: str | Path) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"COCO json not found: {path}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
+        return json.loads(path.read_bytes())
+    except ValueError as e:  # not JSON, or not UTF-8/16/32 text
+        raise UserError(f"{path} is not valid JSON: {e}") from None
 
 
 def check_ground_truth(gt: dict) -> None:
     """Raise ValueError if ``gt`` is not a COCO detection ground truth (images, annotations, categories)."""
     if not isinstance(gt, dict):
-        raise ValueError(f"ground truth must be a COCO dict with images/annotations/categories, got {type(gt).__name__}")
+        raise UserError(f"ground truth must be a COCO dict with images/annotations/categories, got {type(gt).__name__}")
     missing = [k for k in ("images", "annotations", "categories") if k not in gt]
     if missing:
-        raise ValueError(f"ground truth has no {', '.join(missing)} (a COCO instances json is needed)")
+        raise UserError(f"ground truth has no {', '.join(missing)} (a COCO instances json is needed)")
     if not gt["categories"]:
-        raise ValueError("ground truth has no categories")
+        raise UserError("ground truth has no categories")
     if not any(not a.get("iscrowd", 0) for a in gt["annotations"]):
-        raise ValueError("ground truth has no (non-crowd) annotations: nothing to evaluate against")
+        raise UserError("ground truth has no (non-crowd) annotations: nothing to evaluate against")
     image_ids = {im["id"] for im in gt["images"]}
     cat_ids = {c["id"] for c in gt["categories"]}
     for i, ann in enumerate(gt["annotations"]):
         if ann.get("image_id") not in image_ids:
-            raise ValueError(f"ground truth annotation {i} (id {ann.get('id')}) refers to unknown image_id "
+            raise UserError(f"ground truth annotation {i} (id {ann.get('id')}) refers to unknown image_id "
                              f"{ann.get('image_id')!r}")
         if ann.get("category_id") not in cat_ids:
-            raise ValueError(f"ground truth annotation {i} (id {ann.get('id')}) has category_id "
+            raise UserError(f"ground truth annotation {i} (id {ann.get('id')}) has category_id "
                              f"{ann.get('category_id')!r}, not in categories {sorted(cat_ids)}")
         if "bbox" not in ann or len(ann["bbox"]) != 4:
-            raise ValueError(f"ground truth annotation {i} (id {ann.get('id')}) has no 4-number bbox")
+            raise UserError(f"ground truth annotation {i} (id {ann.get('id')}) has no 4-number bbox")
 
 
 def check_predictions(gt: dict, predictions: list[dict]) -> None:
     """Raise ValueError naming the problem if a prediction is malformed or refers to unknown images/categories."""
     if not isinstance(predictions, list):
-        raise ValueError(f"predictions must be a COCO results list, got {type(predictions).__name__}")
+        raise UserError(f"predictions must be a COCO results list, got {type(predictions).__name__}")
     image_ids = {im["id"] for im in gt["images"]}
     cat_ids = {c["id"] for c in gt["categories"]}
     for i, p in enumerate(predictions):
         missing = [k for k in ("image_id", "category_id", "bbox", "score") if k not in p]
         if missing:
-            raise ValueError(f"prediction {i} lacks {', '.join(missing)}: {p}")
+            raise UserError(f"prediction {i} lacks {', '.join(missing)}: {p}")
         if len(p["bbox"]) != 4 or p["bbox"][2] < 0 or p["bbox"][3] < 0:
-            raise ValueError(f"prediction {i} bbox must be [x, y, w, h] with w, h >= 0, got {p['bbox']}")
+            raise UserError(f"prediction {i} bbox must be [x, y, w, h] with w, h >= 0, got {p['bbox']}")
     unknown_images = sorted({p["image_id"] for p in predictions} - image_ids, key=str)
     if unknown_images:
-        raise ValueError(f"{len(unknown_images)} prediction image_id(s) are not in the ground truth images, "
+        raise UserError(f"{len(unknown_images)} prediction image_id(s) are not in the ground truth images, "
                          f"e.g. {unknown_images[:5]}")
     unknown_cats = sorted({p["category_id"] for p in predictions} - cat_ids, key=str)
     if unknown_cats:
-        raise ValueError(f"prediction category_id(s) {unknown_cats[:10]} are not ground truth categories "
+        raise UserError(f"prediction category_id(s) {unknown_cats[:10]} are not ground truth categories "
                          f"{sorted(cat_ids)}")
 
 
@@ -110,7 +111,7 @@ def yolo_ground_truth(labels: Iterable[dict], names: dict[int, str]) -> dict:
         boxes = np.asarray(label["bboxes"], dtype=np.float64).reshape(-1, 4) * [w, h, w, h]
         for c, (cx, cy, bw, bh) in zip(np.asarray(label["cls"]).reshape(-1), boxes):
             if int(c) not in names:
-                raise ValueError(f"{label['im_file']}: class {int(c)} is not in the dataset names (0..{len(names) - 1})")
+                raise UserError(f"{label['im_file']}: class {int(c)} is not in the dataset names (0..{len(names) - 1})")
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(c),
                                 "bbox": [cx - bw / 2, cy - bh / 2, bw, bh], "area": bw * bh, "iscrowd": 0})
     categories = [{"id": int(i), "name": str(n)} for i, n in sorted(names.items())]

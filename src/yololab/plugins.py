@@ -7,10 +7,12 @@ import sys
 import traceback
 from pathlib import Path
 
+from .errors import UserError
+
 _LOADED: dict[Path, object] = {}
 
 
-class PluginError(ValueError):
+class PluginError(UserError):
     """A plug-in file that could not be loaded; the message names the file and line."""
 
 

@@ -6,14 +6,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..api import command_dir
+from ..api import YOLO, command_dir
 from ..cfg import ConfigError, Settings, defaults
 from ..cfg.recipe import load_recipe, recipe_name
-from ..data import DataConfig, YoloDataset, load_data_config
-from ..nn import load_model_yaml
+from ..data import DataConfig, YoloDataset, load_data_config, load_labels, unlabelled_split
+from ..engine.preprocess import check_imgsz
 from ..engine.trainer import resolve_lr0
 from ..engine.validator import dataset_ground_truth
+from ..errors import UserError
+from ..nn import load_model_yaml
 from ..utils.dist import device_list
+from ..utils.files import RunLock
 from .costs import measure_costs
 from .plots import write_plots
 from .report import write_report
@@ -38,6 +41,8 @@ def compare_command(s: Settings) -> dict[str, Any]:
     if s.optimizer == "auto":
         raise ConfigError("compare pins the recipe: choose optimizer=SGD or optimizer=AdamW, not auto")
     data = load_data_config(s.data)
+    if not s.report_only:
+        check_before_training(models, data, s.imgsz)
     # every recipe value is passed explicitly, so the runs stay pinned even if a default changes later
     recipe = {k: s[k] if k in s else defaults()[k] for k in recipe_keys()}
     recipe["lr0"] = resolve_lr0(s.optimizer, recipe["lr0"])  # written out: the report shows the real value
@@ -73,6 +78,20 @@ class SeedPlan:
     budget_hours: float | None = None
 
 
+def check_before_training(models: list[str], data: DataConfig, imgsz: int) -> None:
+    """Build every model and read the dataset's labels once, so that a misspelt model, an imgsz that is not a
+    multiple of a model's stride or an unlabelled split stops the comparison before its first run trains."""
+    for model in models:
+        check_imgsz(imgsz, int(max(YOLO(model, nc=data.nc).model.stride)), owner=f"{model}'s")
+    for split in ("train", "val"):
+        files = data.split(split)
+        if not files:
+            raise UserError(f"split '{split}' of {data.yaml_file or data.root} has no images")
+        problem = unlabelled_split(*load_labels(files, data.nc))
+        if problem:
+            raise UserError(f"the {split} split of {data.yaml_file or data.root}: {problem}")
+
+
 def compare(models: list[str], plan: SeedPlan | list[int], out: Path, recipe: dict, *, nc: int | None = None,
             devices: list[str] | None = None, run_fn: RunFn | None = None, log: Callable[[str], None] = print,
             report_only: bool = False, margin: float = 1.0, primary: str = "map",
@@ -81,9 +100,18 @@ def compare(models: list[str], plan: SeedPlan | list[int], out: Path, recipe: di
     report.md/.csv/.json and plots into ``out``; returns the summary. ``plan`` may also be a list of seeds.
     ``ground_truth`` (the val split's COCO dict) turns on the image bootstrap for runs that kept predictions."""
     if len(models) < 2:
-        raise ValueError("compare needs at least two models (the first is the baseline)")
+        raise UserError("compare needs at least two models (the first is the baseline)")
     plan = SeedPlan(seeds=len(plan)) if isinstance(plan, list) else plan
-    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):  # one comparison writes a folder at a time
+        return _compare(models, plan, out, recipe, nc=nc, devices=devices, run_fn=run_fn, log=log,
+                        report_only=report_only, margin=margin, primary=primary, ground_truth=ground_truth,
+                        family_recipes=family_recipes)
+
+
+def _compare(models: list[str], plan: SeedPlan, out: Path, recipe: dict, *, nc: int | None,
+             devices: list[str] | None, run_fn: RunFn | None, log: Callable[[str], None], report_only: bool,
+             margin: float, primary: str, ground_truth: dict | None,
+             family_recipes: dict[str, dict] | None) -> dict[str, Any]:
     log(f"comparing {len(models)} models x {plan.seeds} seeds into {out}; recipe: "
         + ", ".join(f"{k}={v}" for k, v in recipe.items()))
     for model, overlay in (family_recipes or {}).items():

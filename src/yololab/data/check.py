@@ -10,7 +10,7 @@ import numpy as np
 
 from .config import load_data_config
 from .labels import load_labels
-from .report import PROBLEM_KINDS
+from .report import PROBLEM_KINDS, ProblemReport
 
 SMALL_MAX, MEDIUM_MAX = 32, 96  # COCO size buckets: area < 32^2 small, < 96^2 medium, else large
 BPR_TARGET = 0.98  # anchors whose best possible recall is lower are recomputed by AutoAnchor before training
@@ -54,14 +54,26 @@ def split_statistics(labels: list[dict], names: dict[int, str], imgsz: int) -> d
             "per_class": per_class, "sizes": size_buckets(box_sizes_at(labels, imgsz))}
 
 
+def unlabelled_split(labels: list[dict], report: ProblemReport) -> str | None:
+    """Why a split cannot train or score a detector (no label file at all, e.g. no ``labels/`` folder beside
+    ``images/``, or not one box), or None when it has boxes."""
+    if any(len(lb["cls"]) for lb in labels):
+        return None
+    if report.counts.get("missing_label", 0) == len(labels):
+        return (f"none of its {len(labels)} images has a label file (is the labels/ folder beside images/ "
+                "missing?)")
+    return f"its {len(labels)} images have no box at all (every label file is empty or was dropped)"
+
+
 def check_data(data: str | Path, imgsz: int = 640, anchors: np.ndarray | None = None,
                anchor_t: float = 4.0) -> dict[str, Any]:
     """Statistics and problems of every split of a dataset, as one JSON-able dict.
 
     ``{"data", "root", "imgsz", "names", "splits": {split: {"files", "images", "boxes", "background_images",
-    "per_class", "sizes"}}, "problems": {split: {"counts", "entries"}}}``; sizes are measured with each
+    "per_class", "sizes", "unlabelled"}}, "problems": {split: {"counts", "entries"}}}``; sizes are measured with each
     image resized to ``imgsz`` (long side), as in training. Given a model's ``anchors`` ((k, 2) pixels), each split
-    also gets ``"anchor_fit": {"bpr", "anchors_per_box"}`` (see ``anchor_fit``).
+    also gets ``"anchor_fit": {"bpr", "anchors_per_box"}`` (see ``anchor_fit``); ``"unlabelled"`` says why a
+    split cannot train or score a detector (None when it has boxes).
     """
     cfg = load_data_config(data)
     result: dict[str, Any] = {"data": str(cfg.yaml_file), "root": str(cfg.root), "imgsz": int(imgsz),
@@ -71,7 +83,8 @@ def check_data(data: str | Path, imgsz: int = 640, anchors: np.ndarray | None = 
         if not files:
             continue
         labels, report = load_labels(files, cfg.nc)
-        result["splits"][split] = {"files": len(files), **split_statistics(labels, cfg.names, imgsz)}
+        result["splits"][split] = {"files": len(files), **split_statistics(labels, cfg.names, imgsz),
+                                   "unlabelled": unlabelled_split(labels, report)}
         if anchors is not None:
             bpr, per_box = anchor_fit(box_sizes_at(labels, imgsz), np.asarray(anchors, np.float32).reshape(-1, 2),
                                       anchor_t)
@@ -96,16 +109,25 @@ def format_check_report(result: dict[str, Any], max_entries: int = 20) -> str:
         width = max(len(n) for n in st["per_class"])
         for name, c in st["per_class"].items():
             lines.append(f"  {name:<{width}}  {c['images']:>7,} images  {c['boxes']:>8,} boxes")
+        if st["unlabelled"]:
+            lines.append(f"  NOT USABLE for training or validation: {st['unlabelled']}")
         problems = result["problems"][split]
-        if not problems["counts"]:
+        if not problems["counts"] and not st["unlabelled"]:
             lines.append("  no problems found")
-        for kind, count in problems["counts"].items():
-            lines.append(f"  {count:,} {kind}: {PROBLEM_KINDS[kind]}")
-            entries = [e for e in problems["entries"] if e["kind"] == kind]
-            lines += [f"      {e['file']}: {e['message']}" for e in entries[:max_entries]]
-            if len(entries) > max_entries:
-                lines.append(f"      ... {len(entries) - max_entries:,} more (json=true lists all)")
+        lines += format_problems(problems, max_entries)
     return "\n".join(lines)
+
+
+def format_problems(problems: dict[str, Any], max_entries: int = 20) -> list[str]:
+    """Lines of a ``ProblemReport.to_dict()``: count, kind and action per kind, then at most ``max_entries`` files."""
+    lines = []
+    for kind, count in problems["counts"].items():
+        lines.append(f"  {count:,} {kind}: {PROBLEM_KINDS[kind]}")
+        entries = [e for e in problems["entries"] if e["kind"] == kind]
+        lines += [f"      {e['file']}: {e['message']}" for e in entries[:max_entries]]
+        if len(entries) > max_entries:
+            lines.append(f"      ... {len(entries) - max_entries:,} more (json=true lists all)")
+    return lines
 
 
 def plot_label_distribution(labels: list[dict], names: dict[int, str], path: str | Path, imgsz: int = 640) -> Path:

@@ -8,11 +8,13 @@ from typing import Any
 
 import yaml
 
+from ..errors import UserError, yaml_error_text
+from ..utils.files import read_text
 from .image import is_image_file
 from .synthetic import synthetic_dataset
 
 
-class DataConfigError(ValueError):
+class DataConfigError(UserError):
     """A data.yaml that cannot be used, with the reason."""
 
 
@@ -32,7 +34,7 @@ class DataConfig:
     def split(self, name: str) -> list[Path]:
         """Image files of ``train``, ``val`` or ``test``."""
         if name not in ("train", "val", "test"):
-            raise ValueError(f"unknown split '{name}', expected train, val or test")
+            raise UserError(f"unknown split '{name}', expected train, val or test")
         return getattr(self, name)
 
 
@@ -49,9 +51,9 @@ def load_data_config(data: str | Path) -> DataConfig:
     if not yaml_file.is_file():
         raise FileNotFoundError(f"data file not found: {data}")
     try:
-        raw = yaml.safe_load(yaml_file.read_text())
+        raw = yaml.safe_load(read_text(yaml_file))
     except yaml.YAMLError as e:
-        raise DataConfigError(f"{yaml_file}: not valid YAML ({e})") from None
+        raise DataConfigError(f"{yaml_file}: not valid YAML ({yaml_error_text(e)})") from None
     if not isinstance(raw, dict):
         raise DataConfigError(f"{yaml_file}: expected a mapping with path/train/val/names")
     if raw.get("names") in (None, "", [], {}):
@@ -109,7 +111,7 @@ def read_list_file(path: Path, must_exist: bool = False) -> list[Path]:
     list's folder. With ``must_exist`` a missing file is an error naming its line (datasets instead count missing
     images as data problems)."""
     files = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         line = line.strip()
         if line and not line.startswith("#"):
             p = Path(line).expanduser()

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from ..cfg import defaults
+from ..errors import UserError
 from .augment import (augment_hsv, flip_horizontal, flip_vertical, letterbox, mixup, mosaic4, random_affine,
                       resize_long_side)
 from .boxes import scale_boxes, xywh_to_xyxy, xyxy_to_xywh
@@ -45,14 +46,14 @@ class YoloDataset(Dataset):
                  hyp: dict[str, Any] | None = None, rect: bool = False, batch_size: int = 16, stride: int = 32,
                  cache: str | bool | None = None, nc: int | None = None, pad: float = 0.5):
         if rect and augment:
-            raise ValueError("rect=True is for validation: mosaic and affine augmentation need square images")
+            raise UserError("rect=True is for validation: mosaic and affine augmentation need square images")
         if cache not in (None, False, True, "ram"):
-            raise ValueError(f"cache must be 'ram' or empty, got {cache!r}")
+            raise UserError(f"cache must be 'ram' or empty, got {cache!r}")
         img_files = list(img_files)
         self.labels, self.report = load_labels(img_files, nc)
         if not self.labels:
             where = Path(img_files[0]).parent if img_files else "an empty file list"
-            raise ValueError(f"no usable image among {len(img_files)} files ({where})"
+            raise UserError(f"no usable image among {len(img_files)} files ({where})"
                              + (f"; problems:\n{self.report.summary()}" if self.report else ""))
         if self.report:
             LOGGER.warning("%d of %d images usable; data problems (listed by `yololab check-data`):\n%s",

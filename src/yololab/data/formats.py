@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import filecmp
 import json
+import math
 import os
 import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
 
+from ..errors import UserError
+from ..utils.files import read_text
 from .boxes import scale_boxes, xywh_to_xyxy
 from .config import load_data_config
 from .image import ImageError, inspect_image
@@ -69,18 +73,23 @@ def read_coco(json_file: str | Path, image_dir: str | Path | None = None, split:
     json_file = Path(json_file)
     split = split or _split_from_json_name(json_file)
     try:
-        coco = json.loads(json_file.read_text())
-        categories = sorted(coco["categories"], key=lambda c: c["id"])
-        images, annotations = coco["images"], coco.get("annotations", [])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{json_file}: not a COCO detection json ({type(e).__name__}: {e})") from None
+        coco = json.loads(json_file.read_bytes())
+    except ValueError as e:
+        raise UserError(f"{json_file}: not a COCO detection json ({type(e).__name__}: {e})") from None
+    categories, images, annotations = _checked_coco(coco, json_file)
+    categories = sorted(categories, key=lambda c: c["id"])
     names = {i: str(c["name"]) for i, c in enumerate(categories)}
     index_of = {c["id"]: i for i, c in enumerate(categories)}
     image_dir = Path(image_dir) if image_dir else _guess_image_dir(json_file, split, [im["file_name"] for im in images])
     by_image: dict[int, list[dict]] = {}
-    for a in annotations:
-        by_image.setdefault(a["image_id"], []).append(a)
     dset = DetectionSet(names, {split: []})
+    image_ids = {im["id"] for im in images}
+    for i, a in enumerate(annotations):
+        if a["image_id"] in image_ids:
+            by_image.setdefault(a["image_id"], []).append(a)
+        else:
+            dset.report.add("orphan_annotation", json_file,
+                            f"annotation {i} (id {a.get('id')}): image_id {a['image_id']!r} is not among the images")
     for im in sorted(images, key=lambda x: x["file_name"]):
         file = image_dir / im["file_name"]
         anns = by_image.get(im["id"], [])
@@ -103,6 +112,49 @@ def read_coco(json_file: str | Path, image_dir: str | Path | None = None, split:
     return dset
 
 
+COCO_FIELDS = {"categories": ("id", "name"), "images": ("id", "file_name"),
+               "annotations": ("image_id", "category_id", "bbox")}
+
+
+def _checked_coco(coco: Any, json_file: Path) -> tuple[list[dict], list[dict], list[dict]]:
+    """The categories, images and annotations of a COCO dict, each entry checked for the fields the reader uses;
+    a missing or wrong one is an error naming the list, the entry's index and the key."""
+    if not isinstance(coco, dict):
+        raise UserError(f"{json_file}: not a COCO detection json (a {type(coco).__name__}, not an object)")
+    lists = []
+    for section, keys in COCO_FIELDS.items():
+        entries = coco.get(section, [] if section == "annotations" else None)
+        if not isinstance(entries, list):
+            raise UserError(f"{json_file}: not a COCO detection json ('{section}' must be a list)")
+        for i, entry in enumerate(entries):
+            where = f"{json_file}: {section} entry {i}"
+            missing = [k for k in keys if not isinstance(entry, dict) or k not in entry]
+            if missing:
+                raise UserError(f"{where} has no '{missing[0]}'")
+            for key in ("id", "image_id", "category_id"):
+                if key in entry and not _is_int(entry[key]):
+                    raise UserError(f"{where}: {key} must be an integer, got {entry[key]!r}")
+            for key in ("height", "width"):
+                if entry.get(key) is not None and not (_is_int(entry[key]) and entry[key] > 0):
+                    raise UserError(f"{where}: {key} must be a positive integer, got {entry[key]!r}")
+            if section == "images" and not isinstance(entry["file_name"], str):
+                raise UserError(f"{where}: file_name must be a string, got {entry['file_name']!r}")
+            if section == "annotations" and not _is_xywh(entry["bbox"]):
+                raise UserError(f"{where} (id {entry.get('id')}): bbox must be 4 numbers [x, y, w, h], got "
+                                f"{entry['bbox']!r}")
+        lists.append(entries)
+    return lists[0], lists[1], lists[2]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_xywh(bbox: Any) -> bool:
+    return (isinstance(bbox, list) and len(bbox) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bbox))
+
+
 def read_voc(ann_dir: str | Path, image_dir: str | Path | None = None, names: list[str] | None = None,
              split: str = "train") -> DetectionSet:
     """Pascal VOC xml files (``Annotations/*.xml``); box corners are taken as continuous pixel coordinates.
@@ -118,7 +170,7 @@ def read_voc(ann_dir: str | Path, image_dir: str | Path | None = None, names: li
     parsed = [_parse_voc_xml(f) for f in xml_files]
     classes_txt = ann_dir.parent / "classes.txt"
     if names is None and classes_txt.is_file():
-        names = [n.strip() for n in classes_txt.read_text().splitlines() if n.strip()]
+        names = [n.strip() for n in read_text(classes_txt).splitlines() if n.strip()]
     if names is None:
         names = sorted({obj[0] for p in parsed if p for obj in p[3]})
     index_of = {n: i for i, n in enumerate(names)}
@@ -155,7 +207,9 @@ def _parse_voc_xml(path: Path) -> tuple[str, int | None, int | None, list[tuple[
             bb = obj.find("bndbox")
             objects.append((obj.findtext("name", "").strip(),
                             [float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]))
-    except (ET.ParseError, AttributeError, TypeError, ValueError):
+    except (ET.ParseError, AttributeError, TypeError, ValueError, OverflowError):
+        return None
+    if (h is not None and h <= 0) or (w is not None and w <= 0):
         return None
     return root.findtext("filename", "").strip(), h or None, w or None, objects
 
@@ -272,7 +326,7 @@ def read_any(source: str | Path, *, images: str | Path | None = None, split: str
     if coco_jsons:
         parts = [read_coco(j, images) for j in coco_jsons]
         if any(p.names != parts[0].names for p in parts):
-            raise ValueError(f"the COCO files in {source / 'annotations'} have different categories")
+            raise UserError(f"the COCO files in {source / 'annotations'} have different categories")
         merged = DetectionSet(parts[0].names, {})
         for p in parts:
             merged.splits.update(p.splits)
@@ -281,17 +335,26 @@ def read_any(source: str | Path, *, images: str | Path | None = None, split: str
     if source.is_dir():
         ann_dir = source / "Annotations" if (source / "Annotations").is_dir() else source
         dset = read_voc(ann_dir, images, split=split or "train")
-        return dset if split else _split_by_image_sets(dset, source / "ImageSets" / "Main")
-    raise ValueError(f"cannot tell the format of {source}: expected a data.yaml, a COCO .json or a VOC folder")
+        return dset if split else _split_by_image_sets(dset, source / "ImageSets" / "Main", ann_dir)
+    raise UserError(f"cannot tell the format of {source}: expected a data.yaml, a COCO .json or a VOC folder")
 
 
-def _split_by_image_sets(dset: DetectionSet, sets_dir: Path) -> DetectionSet:
-    """Regroup a single-split VOC set by ``ImageSets/Main/{train,val,test}.txt`` when those lists exist."""
-    lists = {s: set(f.read_text().split()) for s in ("train", "val", "test") if (f := sets_dir / f"{s}.txt").is_file()}
+def _split_by_image_sets(dset: DetectionSet, sets_dir: Path, ann_dir: Path) -> DetectionSet:
+    """Regroup a single-split VOC set by ``ImageSets/Main/{train,val,test}.txt`` when those lists exist; listed
+    names without an xml and annotated images in no list are reported."""
+    lists = {s: read_text(f).split() for s in ("train", "val", "test") if (f := sets_dir / f"{s}.txt").is_file()}
     if not lists:
         return dset
     records = [r for rs in dset.splits.values() for r in rs]
-    splits = {s: [r for r in records if r.file.stem in stems] for s, stems in lists.items()}
+    splits = {s: [r for r in records if r.file.stem in set(stems)] for s, stems in lists.items()}
+    for s, stems in lists.items():
+        for stem in sorted(set(stems)):
+            if not (ann_dir / f"{stem}.xml").is_file():
+                dset.report.add("missing_annotation", sets_dir / f"{s}.txt", f"{stem}: no {ann_dir / stem}.xml")
+    listed = {stem for stems in lists.values() for stem in stems}
+    for r in records:
+        if r.file.stem not in listed:
+            dset.report.add("unlisted_image", r.file, f"in none of {', '.join(f'{s}.txt' for s in lists)}")
     return DetectionSet(dset.names, splits, dset.report)
 
 
@@ -302,7 +365,7 @@ def convert(source: str | Path, out: str | Path, to: str, *, images: str | Path 
     Returns ``{"source", "out", "to", "splits": {split: {"images", "boxes"}}, "problems"}``.
     """
     if to not in FORMATS:
-        raise ValueError(f"unknown format '{to}', expected one of {', '.join(FORMATS)}")
+        raise UserError(f"unknown format '{to}', expected one of {', '.join(FORMATS)}")
     dset = read_any(source, images=images, split=split)
     out = Path(out)
     if to == "yolo":

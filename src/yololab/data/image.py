@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..errors import UserError
+
 # Suffixes that OpenCV decodes; folders are scanned for these (case-insensitive).
 IMG_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 _PIL_FORMATS = {"BMP", "JPEG", "MPO", "PNG", "TIFF", "WEBP"}
@@ -18,7 +20,7 @@ _MODE_NAMES = {"1": "1-bit", "L": "greyscale", "LA": "greyscale+alpha", "P": "pa
                "I": "32-bit integer", "F": "32-bit float", "RGB;16": "16-bit RGB"}
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """An image file that cannot be used; ``kind`` is a ProblemReport kind."""
 
     def __init__(self, kind: str, message: str):
@@ -40,7 +42,10 @@ def load_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
-    img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+    encoded = np.fromfile(path, np.uint8)
+    if encoded.size == 0:
+        raise ImageError("unreadable_image", f"{path}: empty file (0 bytes), not an image")
+    img = cv2.imdecode(encoded, cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
         raise ImageError("unreadable_image", f"{path}: not a decodable image")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -26,6 +26,7 @@ from typing import Iterable
 
 import numpy as np
 
+from ..errors import UserError
 from ..utils.files import write_atomic
 from .boxes import xywh_to_xyxy, xyxy_to_xywh
 from .cache import cache_root, is_writable_dir
@@ -39,7 +40,7 @@ MIN_BOX_PX = 1.0  # boxes narrower or lower than this after clipping are dropped
 ROUNDING_EPS = 1e-5  # overshoot from rounding normalized values is clipped without a report
 
 
-class LabelError(ValueError):
+class LabelError(UserError):
     """A label file that makes its image unusable; ``kind`` is a ProblemReport kind."""
 
     def __init__(self, kind: str, message: str):
@@ -195,11 +196,12 @@ def _cache_key(img_files: list[Path], nc: int | None) -> str:
     digest = hashlib.sha256(f"v{CACHE_VERSION} nc={nc}".encode())
     for im in img_files:
         for f in (im, label_file_for(im)):
+            digest.update(os.fsencode(f))  # the name's bytes: a non-UTF-8 file name is hashed as it is on disk
             try:
                 st = f.stat()
-                digest.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+                digest.update(f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
             except OSError:
-                digest.update(f"{f}|missing\n".encode())
+                digest.update(b"|missing\n")
     return digest.hexdigest()
 
 

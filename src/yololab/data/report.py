@@ -21,6 +21,9 @@ PROBLEM_KINDS: dict[str, str] = {
     "crowd_box": "COCO crowd region (skipped: not an object box)",
     "converted_image": "greyscale, RGBA, 16-bit or palette image (converted to 8-bit RGB)",
     "missing_label": "no label file (used as a background image)",
+    "missing_annotation": "listed in a split file but without its annotation file (image skipped)",
+    "unlisted_image": "annotated image in no split list (image skipped)",
+    "orphan_annotation": "annotation of an image id that is not among the json's images (annotation skipped)",
     "empty_label": "empty label file (used as a background image)",
 }
 

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..utils.profile import machine_summary, measure_latency, time_calls
 from ..utils.torch_utils import fused_copy, select_device
 from .exporter import OnnxModel, export_onnx
@@ -22,7 +23,7 @@ def parse_formats(formats: str | list[str] | tuple[str, ...]) -> list[str]:
     names = [f.strip().lower() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
     unknown = [f for f in names if f not in BENCH_FORMATS]
     if unknown or not names:
-        raise ValueError(f"unknown bench format(s) {unknown or formats!r}; choose from {', '.join(BENCH_FORMATS)}")
+        raise UserError(f"unknown bench format(s) {unknown or formats!r}; choose from {', '.join(BENCH_FORMATS)}")
     return names
 
 

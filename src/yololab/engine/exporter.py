@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
+from ..errors import UserError
 from ..utils.torch_utils import fused_copy
 from .preprocess import preprocess, sample_image
 
@@ -35,7 +36,7 @@ def export_onnx(model: nn.Module, file: str | Path, imgsz: int | tuple[int, int]
     model = fused_copy(model, fuse)
     device = _device_of(model)
     if half and device.type != "cuda":
-        raise ValueError("half=true exports float16 and needs a CUDA device (device=0); CPU export is float32 only")
+        raise UserError("half=true exports float16 and needs a CUDA device (device=0); CPU export is float32 only")
     if half:
         model.half()
     file = Path(file)
@@ -71,7 +72,7 @@ def export(model: nn.Module, file: str | Path, *, format: str = "onnx", imgsz: i
     returned dict holds ``file``, ``max_abs_diff`` (decoded outputs before NMS), ``opset``, ``size_mb``.
     """
     if format not in FORMATS:
-        raise ValueError(f"unknown export format '{format}'; supported: {', '.join(FORMATS)}")
+        raise UserError(f"unknown export format '{format}'; supported: {', '.join(FORMATS)}")
     file = export_onnx(model, file, imgsz, batch=batch, opset=opset, dynamic=dynamic, half=half)
     simplified = simplify and _slim(file, verbose)
     _write_metadata(file, model, imgsz=imgsz, batch=batch, dynamic=dynamic, half=half)
@@ -155,10 +156,13 @@ class OnnxModel:
         providers = ["CPUExecutionProvider"]
         if torch.device(device).type == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ValueError("this onnxruntime has no CUDAExecutionProvider; use device=cpu for ONNX models")
+                raise UserError("this onnxruntime has no CUDAExecutionProvider; use device=cpu for ONNX models")
             providers.insert(0, "CUDAExecutionProvider")
         self.file = file
-        self.session = ort.InferenceSession(str(file), providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(file), providers=providers)
+        except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...) derive from Exception
+            raise UserError(f"{file}: not a loadable ONNX model ({' '.join(str(e).split())[:300]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -174,7 +178,7 @@ class OnnxModel:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.detach().cpu().numpy().astype(self.dtype)
         if self.input_shape is not None and tuple(x.shape[2:]) != self.input_shape:
-            raise ValueError(f"{self.file.name} was exported for input {self.input_shape}, got {tuple(x.shape[2:])}; "
+            raise UserError(f"{self.file.name} was exported for input {self.input_shape}, got {tuple(x.shape[2:])}; "
                              "export with dynamic=true for other sizes")
         step = self.fixed_batch or len(x)
         outputs = []

@@ -24,11 +24,12 @@ from ..checkpoint import load_model
 from ..data.config import read_list_file
 from ..data.image import IMG_SUFFIXES, load_image
 from ..data.records import coco_image_ids
+from ..errors import UserError
 from ..ops import non_max_suppression, unletterbox_boxes
 from ..utils.files import write_json
 from ..utils.torch_utils import fused_copy, select_device
 from .exporter import OnnxModel
-from .preprocess import preprocess
+from .preprocess import check_imgsz, preprocess
 from .results import Results
 
 VIDEO_SUFFIXES = (".avi", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".webm", ".wmv")
@@ -50,7 +51,7 @@ class TorchModel:
         p = next(model.parameters())
         self.device = device or p.device
         if half and self.device.type != "cuda":
-            raise ValueError("half=true needs a CUDA device (float16 inference on CPU is not supported)")
+            raise UserError("half=true needs a CUDA device (float16 inference on CPU is not supported)")
         self.model = model.to(self.device).eval()
         self.dtype = torch.float16 if half else p.dtype
         if half:
@@ -79,7 +80,7 @@ def as_inference_model(model: Any, device: str | torch.device | None = None, hal
         return model
     if isinstance(model, (str, Path)) and str(model).endswith(".onnx"):
         if half:
-            raise ValueError("half applies to PyTorch models; export with half=true for a float16 ONNX model")
+            raise UserError("half applies to PyTorch models; export with half=true for a float16 ONNX model")
         return OnnxModel(model, select_device(device or "cpu"))
     if isinstance(model, (str, Path)):
         model = load_model(model)
@@ -98,12 +99,10 @@ def as_inference_model(model: Any, device: str | torch.device | None = None, hal
 def input_size(model: InferenceModel, imgsz: int) -> int:
     """The square network input side: ``imgsz``, or the fixed size an ONNX model was exported with."""
     if model.input_shape is None:
-        if imgsz % model.stride:
-            raise ValueError(f"imgsz={imgsz} is not a multiple of the model's largest stride {model.stride}")
-        return imgsz
+        return check_imgsz(imgsz, model.stride)
     h, w = model.input_shape
     if h != w:
-        raise ValueError(f"{model.file.name} has a non-square input {h}x{w}; the predictor letterboxes to squares")
+        raise UserError(f"{model.file.name} has a non-square input {h}x{w}; the predictor letterboxes to squares")
     return h
 
 
@@ -135,9 +134,9 @@ def slice_windows(height: int, width: int, size: int, overlap: float) -> list[tu
     gets one tile spanning it.
     """
     if size < 32:
-        raise ValueError(f"slice must be at least 32 pixels, got {size}")
+        raise UserError(f"slice must be at least 32 pixels, got {size}")
     if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        raise UserError(f"overlap must be in [0, 1), got {overlap}")
     step = max(1, round(size * (1 - overlap)))
 
     def starts(length: int) -> list[int]:
@@ -205,7 +204,7 @@ def expand_source(source: Any) -> list[Path | np.ndarray]:
     if isinstance(source, (list, tuple)):
         return [item for s in source for item in expand_source(s)]
     if source is None or str(source) == "":
-        raise ValueError("no source given: pass source=<image|folder|glob|video|list.txt>")
+        raise UserError("no source given: pass source=<image|folder|glob|video|list.txt>")
     text, path = str(source), Path(str(source))
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and _is_media(p))
@@ -225,7 +224,7 @@ def expand_source(source: Any) -> list[Path | np.ndarray]:
             raise FileNotFoundError(f"{path} lists no files")
         return files
     if not _is_media(path):
-        raise ValueError(f"unsupported source {text}: give an image ({', '.join(IMG_SUFFIXES)}), a video "
+        raise UserError(f"unsupported source {text}: give an image ({', '.join(IMG_SUFFIXES)}), a video "
                          f"({', '.join(VIDEO_SUFFIXES)}), a folder, a glob or a .txt list")
     return [path]
 
@@ -235,7 +234,7 @@ def iter_frames(items: list[Path | np.ndarray]) -> Iterator[Frame]:
     for n, item in enumerate(items):
         if isinstance(item, np.ndarray):
             if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
-                raise ValueError(f"array source {n}: expected an RGB uint8 (H, W, 3) image, "
+                raise UserError(f"array source {n}: expected an RGB uint8 (H, W, 3) image, "
                                  f"got {item.dtype} {item.shape}")
             yield Frame(f"array{n}.jpg", item)
         elif is_video_file(item):
@@ -247,7 +246,7 @@ def iter_frames(items: list[Path | np.ndarray]) -> Iterator[Frame]:
 def _video_frames(path: Path) -> Iterator[Frame]:
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
-        raise ValueError(f"cannot open video {path}")
+        raise UserError(f"cannot open video {path}")
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     try:
         index = 0
@@ -260,7 +259,7 @@ def _video_frames(path: Path) -> Iterator[Frame]:
     finally:
         cap.release()
     if index == 0:
-        raise ValueError(f"video {path} has no readable frames")
+        raise UserError(f"video {path} has no readable frames")
 
 
 # --- prediction

@@ -5,8 +5,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..cfg import ConfigError
 from ..data.augment import letterbox, resize_long_side
 from ..data.synthetic import make_large_scene
+
+
+def check_imgsz(imgsz: int, stride: int, owner: str = "the model's") -> int:
+    """``imgsz`` when it is a multiple of the largest ``stride`` of a model, else a ConfigError proposing the nearest
+    one: an input size is never changed silently."""
+    if imgsz % stride:
+        raise ConfigError(f"imgsz={imgsz} is not a multiple of {owner} largest stride {stride} "
+                          f"(try imgsz={max(stride, round(imgsz / stride) * stride)})")
+    return imgsz
 
 
 def preprocess(image: np.ndarray, imgsz: int) -> tuple[torch.Tensor, tuple]:

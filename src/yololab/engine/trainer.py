@@ -18,10 +18,12 @@ from torch import nn
 from tqdm import tqdm
 
 from ..autoanchor import check_anchors
-from ..cfg import Settings, command_keys, settings as cfg_settings
+from ..cfg import ConfigError, Settings, command_keys, settings as cfg_settings
 from ..cfg.recipe import load_recipe, recipe_name
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from ..data import DataConfig, YoloDataset, build_dataloader, load_data_config, plot_label_distribution
+from ..data import (DataConfig, YoloDataset, build_dataloader, load_data_config, plot_label_distribution,
+                    unlabelled_split)
+from ..errors import UserError
 from ..loss import build_loss
 from ..nn import DetectionModel
 from ..plots import plot_training_curves
@@ -30,6 +32,7 @@ from ..utils.profile import machine_summary
 from ..utils.files import RunLock, remove_stale_temp_files, run_dir, to_jsonable, write_atomic
 from ..utils.torch_utils import (ModelEMA, init_seeds, parameter_groups, rng_states, select_device, set_rng_states,
                                  transfer_weights, unwrap)
+from .preprocess import check_imgsz
 from .validator import validate
 
 # Settings a resumed run takes from the user when set to a non-default value (the rest come from the checkpoint).
@@ -42,7 +45,7 @@ METRIC_COLUMNS = {"metrics/precision": "precision", "metrics/recall": "recall", 
                   "metrics/mAP50-95": "map", "metrics/APs": "aps", "metrics/APm": "apm", "metrics/APl": "apl"}
 
 
-class TrainingError(ValueError):
+class TrainingError(UserError):
     """Training cannot go on (non-finite loss, nothing to resume); the message says why and what to try."""
 
 
@@ -71,13 +74,19 @@ class Trainer:
         if self.rank >= 0:  # launched by torchrun, with one process too (its sampler needs the process group)
             dist.init_distributed(self.device)
         init_seeds(self.args.seed, self.args.deterministic)  # same initial weights on every rank
-        self.save_dir = self._save_dir()
-        self.wdir = self.save_dir / "weights"
-        self.lock: RunLock | None = None
         self.data: DataConfig = load_data_config(self.args.data)
+        for split in ("train", "val") if self.args.val else ("train",):
+            if not self.data.split(split):
+                hint = "; val=false trains without validation" if split == "val" else ""
+                raise TrainingError(f"{self.data.yaml_file or self.data.root} has no {split} images (its '{split}:' "
+                                    f"entry is missing or empty{hint})")
         self.model = self._build_model(model)
         if self.resume_ckpt is None:  # a resumed run keeps the settings its checkpoint recorded
             self.args = self._with_family_recipe()
+        check_imgsz(self.args.imgsz, int(max(self.model.stride)))
+        self.save_dir = self._save_dir()  # created once the settings, data and model are known to be usable
+        self.wdir = self.save_dir / "weights"
+        self.lock: RunLock | None = None
         self.epoch, self.best_fitness, self.metrics = 0, -1.0, {}
         self.epochs_without_improvement = 0
         self.train_time = 0.0
@@ -99,6 +108,13 @@ class Trainer:
         if self.main:
             (save_dir / "weights").mkdir(parents=True, exist_ok=True)
         return save_dir
+
+    def _refuse_unlabelled(self, split: str, dataset: YoloDataset) -> None:
+        """Stop before the first epoch when a split has no box to learn from or score against."""
+        problem = unlabelled_split(dataset.labels, dataset.report)
+        if problem:
+            raise TrainingError(f"the {split} split of {self.data.yaml_file or self.data.root}: {problem}; "
+                                "`yololab check-data` lists every problem")
 
     def _lock_save_dir(self) -> RunLock | None:
         """Rank 0 holds the run folder's lock until training ends (a second writer stops at once); files that an
@@ -167,6 +183,7 @@ class Trainer:
         stride = int(max(self.model.stride))
         train_set = YoloDataset(self.data.train, imgsz=a.imgsz, augment=True, hyp=a, batch_size=self.batch,
                                 stride=stride, cache=a.cache, nc=self.data.nc)
+        self._refuse_unlabelled("train", train_set)
         self.train_loader = build_dataloader(train_set, self.batch, workers=a.workers, shuffle=True,
                                              seed=a.seed, rank=self.rank)
         if a.autoanchor and self.resume_ckpt is None:  # before the loss and EMA copy the anchors
@@ -178,6 +195,7 @@ class Trainer:
             val_batch = self.batch * 2
             val_set = YoloDataset(self.data.val, imgsz=a.imgsz, rect=True, batch_size=val_batch, stride=stride,
                                   cache=a.cache, nc=self.data.nc)
+            self._refuse_unlabelled("val", val_set)
             self.val_loader = build_dataloader(val_set, val_batch, workers=a.workers)
         self.optimizer = self._build_optimizer(len(train_set))
         self.lf = lr_lambda(a.cos_lr, a.lrf, a.epochs)
@@ -473,6 +491,13 @@ def _resume_settings(settings: Settings) -> tuple[dict, Settings]:
                             f"run with pretrained={resume}")
     keys = command_keys("train")
     args = {k: v for k, v in ckpt["meta"]["args"].items() if k in keys}  # keys of older versions are dropped
+    saved = cfg_settings("train", args)
+    changed = sorted(k for k in settings.given - {*RESUME_OVERRIDES, "resume", "project"} if settings[k] != saved[k])
+    if changed:
+        raise ConfigError(f"resume={settings['resume']} continues {resume} with the settings it started with; "
+                          f"{', '.join(f'{k}={settings[k]}' for k in changed)} cannot change in a resumed run (it "
+                          f"takes only {', '.join(RESUME_OVERRIDES)}): drop them, or start a new run with "
+                          f"pretrained={resume}")
     args.update({k: settings[k] for k in RESUME_OVERRIDES if k in settings.given})
     args["resume"] = str(resume)
     return ckpt, cfg_settings("train", args)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..data.records import coco_image_ids
+from ..errors import UserError
 from ..metrics import (CONF_GRID, DetectionMetrics, coco_records, evaluate_coco, format_table, load_coco_json,
                        yolo_ground_truth)
 from ..ops import non_max_suppression, unletterbox_boxes, xywh2xyxy
@@ -51,14 +52,14 @@ def validate(model: nn.Module, data: Any, *, imgsz: int = 640, batch: int = 16, 
     data = data if isinstance(data, DataConfig) else load_data_config(data)
     nc = getattr(model, "nc", None)
     if nc is not None and nc != data.nc:
-        raise ValueError(f"the model predicts {nc} classes but the dataset has {data.nc} ({data.yaml_file})")
+        raise UserError(f"the model predicts {nc} classes but the dataset has {data.nc} ({data.yaml_file})")
     if (plots or save_json) and save_dir is None:
         raise ValueError("plots=True or save_json=True needs a save_dir")
     device = select_device(device)
     if dataloader is None:
         files = data.split(split)
         if not files:
-            raise ValueError(f"split '{split}' of {data.yaml_file or data.root} has no images")
+            raise UserError(f"split '{split}' of {data.yaml_file or data.root} has no images")
         stride = int(max(model.stride)) if hasattr(model, "stride") else 32
         dataset = YoloDataset(files, imgsz=imgsz, rect=True, batch_size=batch, stride=stride, nc=data.nc)
         dataloader = build_dataloader(dataset, batch, workers=workers)

@@ -11,13 +11,15 @@ from typing import Any
 import yaml
 from torch import nn
 
+from ..errors import UserError, yaml_error_text
+from ..utils.files import read_text
 from . import registry
 from .registry import BuildContext
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "cfg" / "models"
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(UserError):
     """A model YAML that cannot be built; the message names the file and row."""
 
 
@@ -59,18 +61,41 @@ def resolve_model_file(name: str | Path) -> tuple[Path, str | None]:
 def load_model_yaml(source: str | Path | dict) -> dict:
     """Read a model YAML safely (no Python tags) and record the scale letter implied by its file name."""
     if isinstance(source, dict):
-        return dict(source)
+        return _checked_model_dict(dict(source), "model dict")
     path, scale = resolve_model_file(source)
     try:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = yaml.safe_load(read_text(path))
     except yaml.constructor.ConstructorError as e:
         raise ModelConfigError(f"{path}: unsafe or unknown YAML tag ({e.problem}); only plain YAML is allowed") from None
     except yaml.YAMLError as e:
-        raise ModelConfigError(f"{path}: invalid YAML: {e}") from None
-    if not isinstance(cfg, dict) or "backbone" not in cfg or "head" not in cfg:
-        raise ModelConfigError(f"{path}: a model YAML needs 'backbone' and 'head' lists")
+        raise ModelConfigError(f"{path}: invalid YAML: {yaml_error_text(e)}") from None
+    cfg = _checked_model_dict(cfg, str(path))
     cfg.setdefault("scale", scale)
     cfg["yaml_file"] = str(path)
+    return cfg
+
+
+def _checked_model_dict(cfg: Any, where: str) -> dict:
+    """``cfg`` when its top-level keys have the types the parser reads, else a ModelConfigError naming the key."""
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
+        raise ModelConfigError(f"{where}: a model YAML needs 'backbone' and 'head' lists")
+    if not cfg["backbone"] + cfg["head"]:
+        raise ModelConfigError(f"{where}: 'backbone' and 'head' have no rows")
+    for key in ("nc", "ch", "reg_max"):
+        value = cfg.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ModelConfigError(f"{where}: {key} must be a positive integer, got {value!r}")
+    for key in ("depth_multiple", "width_multiple"):
+        value = cfg.get(key, 1.0)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+            raise ModelConfigError(f"{where}: {key} must be a positive number, got {value!r}")
+    scales = cfg.get("scales")
+    if scales is not None and not (isinstance(scales, dict) and all(
+            isinstance(v, list) and len(v) == 3
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)
+            for v in scales.values())):
+        raise ModelConfigError(f"{where}: scales must map each scale letter to [depth, width, max_channels], "
+                               f"got {scales!r}")
     return cfg
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any, Callable
 
+from ..errors import UserError
 
 TEMP_SUFFIX = ".tmp"  # write_atomic's temporary files: ".<name>.<random>.tmp" beside the target
 
@@ -23,6 +24,15 @@ def run_dir(project: str | Path | None, name: str, exist_ok: bool = False) -> Pa
     while path.exists() and not exist_ok:
         path, n = project / f"{name}{n}", n + 1
     return path
+
+
+def read_text(path: str | Path) -> str:
+    """The UTF-8 text of a file the user gave; one that is not UTF-8 is a UserError naming it and the first bad byte."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})") from None
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None], fsync: bool = False) -> Path:
@@ -64,7 +74,7 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     return stale
 
 
-class RunLockedError(RuntimeError):
+class RunLockedError(UserError):
     """Another live process holds the run folder's lock."""
 
 

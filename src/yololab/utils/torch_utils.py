@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 
 def init_seeds(seed: int = 0, deterministic: bool = True) -> None:
     """Seed python, numpy and torch; with ``deterministic`` ask torch for deterministic kernels (warn only)."""
@@ -143,5 +145,5 @@ def select_device(device: str | int | torch.device | None) -> torch.device:
     if text.split(",")[0].isdigit():
         text = f"cuda:{text.split(',')[0]}"
     if text.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}' requested but CUDA is not available (use device=cpu)")
+        raise UserError(f"device '{device}' requested but CUDA is not available (use device=cpu)")
     return torch.device(text)
