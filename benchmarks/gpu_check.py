@@ -148,7 +148,7 @@ def train_both(args: argparse.Namespace, device: torch.device, out: Path, work: 
     data = subset_data(source, 1.0, work / "data")  # absolute paths: the peer resolves relative ones from its cwd
     n_train = len(load_data_config(data).train)
     settings = argparse.Namespace(model="yolov8n", epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                                  device=args.device, seed=0, workers=args.workers)
+                                  device=args.device, seed=0, workers=args.workers, ours_settings={})
     result = {"data": str(source), "train_images": n_train, **vars(settings), "sides": {}}
     sides = [(OURS, "ours", run_ours), (PEER, "peer", run_peer)]
     for name, side, run in sides:

@@ -129,7 +129,8 @@ def test_runs_take_whichever_device_is_free(tmp_path):
         return {"map": 0.5}
 
     results = run_all(MODELS, [0, 1, 2], tmp_path, {}, run_fn=run_fn, devices=["0", "1"], log=lambda m: None)
-    assert all(r.ok for r in results) and set(used) == {"0", "1"}
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    assert set(used) == {"0", "1"}
     assert used.count("1") >= 4  # the other runs all went to the device the slow first run did not hold
 
 
