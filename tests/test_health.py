@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
+import torch
+from torch import nn
 
 from conftest import ROOT
-from yololab.health import CollapseEvent, collapse_events
+from tiny_training import TINY_MODEL
+from yololab.data import YoloDataset, load_data_config, make_synthetic
+from yololab.health import (CollapseEvent, RunHealth, batchnorm_drift, batchnorm_variance_range, collapse_events,
+                            collapse_rule, ema_disagreement, nonfinite_gradients, sample_images)
+from yololab.nn import DetectionModel
+from yololab.utils.torch_utils import ModelEMA
 
 RUNS = ROOT / "benchmarks" / "ablation-bccd" / "runs"
 # (run, first collapsed epoch) of every collapse that issue #24 lists: epoch "12 -> 13" is epoch 13
@@ -67,3 +75,96 @@ def test_rows_without_validation_are_ignored_and_missing_columns_are_named():
     del rows[4]["train/cls_loss"]
     with pytest.raises(KeyError, match="train/cls_loss"):
         collapse_events(rows)
+
+
+def tiny_detector() -> DetectionModel:
+    return DetectionModel(TINY_MODEL).eval()
+
+
+def test_batchnorm_drift_is_about_one_for_fresh_statistics_and_large_for_stale_ones():
+    torch.manual_seed(0)
+    model, images = tiny_detector(), torch.rand(4, 3, 64, 64)
+    for m in model.modules():  # running statistics = these images' statistics, as after a long stable training
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()(images)
+    fresh, _ = batchnorm_drift(model, images)
+    assert model.training and 0.5 < fresh < 2.0  # the mode is restored
+    with torch.no_grad():  # the weights move after the last train-mode forward: the statistics are stale
+        model.model[1].conv.weight.mul_(10)
+    stale, layer = batchnorm_drift(model, images)
+    assert stale > 50 and layer in {name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+
+
+def test_batchnorm_signals_are_none_without_batchnorm():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    assert batchnorm_variance_range(model) is None and batchnorm_drift(model, torch.rand(1, 3, 8, 8)) is None
+
+
+def test_batchnorm_variance_range_covers_every_channel():
+    model = tiny_detector()
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    norms[0].running_var[3], norms[-1].running_var[0] = 1e-4, 50.0
+    assert batchnorm_variance_range(model) == (pytest.approx(1e-4), 50.0)
+
+
+def test_ema_disagreement_is_zero_for_a_copy_and_the_trained_model_keeps_its_mode():
+    torch.manual_seed(0)
+    model, images = tiny_detector().train(), torch.rand(2, 3, 64, 64)
+    ema = ModelEMA(model)
+    assert ema_disagreement(model, ema.ema, images) == 0.0 and model.training
+    with torch.no_grad():
+        model.model[-1].cv3[0][-1].bias.add_(10.0)  # class scores of level 0 from about 2e-4 to 0.8
+    assert 0.5 < ema_disagreement(model, ema.ema, images) <= 1.0
+
+
+def test_nonfinite_gradients_counts_parameters():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    assert nonfinite_gradients(model) == 0  # no gradients yet
+    model(torch.ones(1, 2)).sum().backward()
+    assert nonfinite_gradients(model) == 0
+    model[0].weight.grad[0, 0] = float("nan")
+    model[1].bias.grad[0] = float("inf")
+    assert nonfinite_gradients(model) == 2
+
+
+def test_run_health_writes_health_json_and_warns_once_per_new_collapse(tmp_path):
+    torch.manual_seed(0)
+    model, images = tiny_detector().train(), torch.rand(2, 3, 64, 64)
+    ema = ModelEMA(model)
+    health = RunHealth(tmp_path, images)
+    rows = curve([0.1, 0.2, 0.3, 0.35, 0.05, 0.4])
+    warnings = []
+    for row in rows:
+        with open(tmp_path / "results.csv", "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if row["epoch"] == "1":
+                writer.writeheader()
+            writer.writerow(row)
+        model(images).__getitem__(0).sum().backward()
+        if row["epoch"] == "2":
+            next(model.parameters()).grad.view(-1)[0] = float("nan")
+        health.check_gradients(model)
+        model.zero_grad()
+        warnings.append(health.end_epoch(int(row["epoch"]), model, ema.ema))
+    assert warnings[4] == ["health: validation collapse at epoch 5: mAP50-95 0.050 after a best of 0.350 while the "
+                           "training loss did not rise"]
+    assert warnings[1] == ["health: 1 optimizer steps had non-finite gradients"]
+    assert [w for i, w in enumerate(warnings) if i not in (1, 4)] == [[]] * 4
+    record = json.loads((tmp_path / "health.json").read_text())
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3, 4, 5, 6]
+    assert [e["nonfinite_grad_steps"] for e in record["epochs"]] == [0, 1, 0, 0, 0, 0]
+    assert record["collapses"] == [{"epoch": 5, "last_epoch": 5, "peak": 0.35, "low": 0.05,
+                                    "loss_ratio": pytest.approx(0.98)}]
+    assert record["rule"] == collapse_rule()
+    first = record["epochs"][0]
+    assert first["bn_var_min"] <= first["bn_var_max"] and first["bn_drift"] > 0 and first["ema_score_gap"] >= 0
+    resumed = RunHealth(tmp_path, images, start_epoch=3)  # a resume from epoch 3 redoes epochs 4-6
+    assert [e["epoch"] for e in resumed.epochs] == [1, 2, 3]
+
+
+def test_sample_images_takes_the_first_images_of_one_shape(tmp_path):
+    data = load_data_config(make_synthetic(tmp_path, n_train=2, n_val=5, imgsz=96, seed=0))
+    images = sample_images(YoloDataset(data.val, imgsz=64, rect=True, batch_size=4, stride=32, nc=data.nc), n=3)
+    assert images.shape[0] == 3 and images.dtype == torch.float32 and 0.0 <= images.min() <= images.max() <= 1.0
