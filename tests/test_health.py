@@ -168,3 +168,17 @@ def test_sample_images_takes_the_first_images_of_one_shape(tmp_path):
     data = load_data_config(make_synthetic(tmp_path, n_train=2, n_val=5, imgsz=96, seed=0))
     images = sample_images(YoloDataset(data.val, imgsz=64, rect=True, batch_size=4, stride=32, nc=data.nc), n=3)
     assert images.shape[0] == 3 and images.dtype == torch.float32 and 0.0 <= images.min() <= images.max() <= 1.0
+
+
+def test_training_records_health_per_epoch(tmp_path):
+    from tiny_training import tiny_dataset, tiny_settings
+    from yololab.engine.trainer import Trainer
+
+    data = tiny_dataset(tmp_path / "data")
+    trainer = Trainer(tiny_settings(data, tmp_path), model=DetectionModel(TINY_MODEL))
+    trainer.train()
+    record = json.loads((trainer.save_dir / "health.json").read_text())
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2]
+    assert all(e["nonfinite_grad_steps"] == 0 and e["bn_drift"] > 0 and 0 <= e["ema_score_gap"] <= 1
+               for e in record["epochs"])
+    assert record["collapses"] == [] and record["rule"] == collapse_rule()

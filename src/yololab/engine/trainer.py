@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..data import DataConfig, YoloDataset, build_dataloader, load_data_config, plot_label_distribution
+from ..health import RunHealth, sample_images
 from ..loss import DetectionLoss
 from ..nn import DetectionModel
 from ..plots import plot_training_curves
@@ -157,6 +158,8 @@ class Trainer:
         self.start_epoch = 0
         if self.resume_ckpt is not None:
             self._restore(self.resume_ckpt)
+        self.health = (RunHealth(self.save_dir, sample_images(self.val_loader.dataset), self.start_epoch)
+                       if self.val_loader is not None else None)
 
     def _amp_dtype(self) -> torch.dtype | None:
         if not self.args["amp"] or self.device.type != "cuda":
@@ -292,6 +295,8 @@ class Trainer:
 
     def _optimizer_step(self) -> None:
         self.scaler.unscale_(self.optimizer)
+        if self.health is not None:
+            self.health.check_gradients(self.model)
         if float(self.args["clip_grad"] or 0) > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=float(self.args["clip_grad"]))
         self.scaler.step(self.optimizer)
@@ -322,6 +327,9 @@ class Trainer:
                "train/dfl_loss": losses[2], **{f"lr/pg{i}": lr for i, lr in enumerate(lrs)},
                **{col: self.metrics.get(key) for col, key in METRIC_COLUMNS.items()}, "time": round(self.train_time, 2)}
         _append_csv(self.save_dir / "results.csv", row)
+        if self.health is not None:
+            for warning in self.health.end_epoch(epoch + 1, unwrap(self.model), self.ema.ema if self.ema else None):
+                self.log(warning)
         self.log(_epoch_line(row, self.val_loader is not None))
         self._save(epoch, improved, final_epoch)
         patience = int(a["patience"] or 0)
