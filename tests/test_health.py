@@ -8,9 +8,11 @@ import json
 import pytest
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from conftest import ROOT
 from tiny_training import TINY_MODEL
+from yololab.checkpoint import load_checkpoint
 from yololab.data import YoloDataset, load_data_config, make_synthetic
 from yololab.health import (CollapseEvent, RunHealth, batchnorm_drift, batchnorm_variance_range, collapse_events,
                             collapse_rule, ema_disagreement, nonfinite_gradients, sample_images)
@@ -133,7 +135,7 @@ def test_run_health_writes_health_json_and_warns_once_per_new_collapse(tmp_path)
     torch.manual_seed(0)
     model, images = tiny_detector().train(), torch.rand(2, 3, 64, 64)
     ema = ModelEMA(model)
-    health = RunHealth(tmp_path, images)
+    health = RunHealth(tmp_path, (images * 255).byte())
     rows = curve([0.1, 0.2, 0.3, 0.35, 0.05, 0.4])
     warnings = []
     for row in rows:
@@ -167,18 +169,41 @@ def test_run_health_writes_health_json_and_warns_once_per_new_collapse(tmp_path)
 def test_sample_images_takes_the_first_images_of_one_shape(tmp_path):
     data = load_data_config(make_synthetic(tmp_path, n_train=2, n_val=5, imgsz=96, seed=0))
     images = sample_images(YoloDataset(data.val, imgsz=64, rect=True, batch_size=4, stride=32, nc=data.nc), n=3)
-    assert images.shape[0] == 3 and images.dtype == torch.float32 and 0.0 <= images.min() <= images.max() <= 1.0
+    assert images.shape[:2] == (3, 3) and images.dtype == torch.uint8
 
 
-def test_training_records_health_per_epoch(tmp_path):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-epoch tiny training run: (trainer, data.yaml)."""
     from tiny_training import tiny_dataset, tiny_settings
     from yololab.engine.trainer import Trainer
 
-    data = tiny_dataset(tmp_path / "data")
-    trainer = Trainer(tiny_settings(data, tmp_path), model=DetectionModel(TINY_MODEL))
+    root = tmp_path_factory.mktemp("health_run")
+    data = tiny_dataset(root / "data")
+    trainer = Trainer(tiny_settings(data, root), model=DetectionModel(TINY_MODEL))
     trainer.train()
+    return trainer, data
+
+
+def test_training_records_health_per_epoch(trained):
+    trainer, _ = trained
     record = json.loads((trainer.save_dir / "health.json").read_text())
     assert [e["epoch"] for e in record["epochs"]] == [1, 2]
     assert all(e["nonfinite_grad_steps"] == 0 and e["bn_drift"] > 0 and 0 <= e["ema_score_gap"] <= 1
                for e in record["epochs"])
     assert record["collapses"] == [] and record["rule"] == collapse_rule()
+
+
+def test_validated_model_carries_the_batchnorm_statistics_of_its_own_weights(trained):
+    """Issue #24: validation normalized with running averages that lag the weights (momentum 0.03 over ~8 optimizer
+    steps), which collapsed eval-mode mAP of SPConv and RevCol for whole epochs. The validated (EMA) weights must
+    carry statistics re-estimated for exactly those weights on the calibration images."""
+    trainer, data_yaml = trained
+    data = load_data_config(data_yaml)
+    images = sample_images(YoloDataset(data.train, imgsz=64, stride=32, nc=data.nc), 64)
+    model = DetectionModel(TINY_MODEL)
+    model.load_state_dict(load_checkpoint(trainer.wdir / "last.pt")["model"])
+    stored = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+    update_bn((b.float() / 255 for b in images.split(4)), model)
+    for name, value in stored.items():
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-3, atol=1e-4)  # channels-last round-off

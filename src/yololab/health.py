@@ -158,7 +158,7 @@ class RunHealth:
 
     The trainer calls ``check_gradients`` before each optimizer step and ``end_epoch`` after writing each epoch's
     results.csv row; ``images`` are a few validation images (see ``sample_images``). Resuming at ``start_epoch``
-    drops the records of later epochs.
+    drops the records of later epochs. ``images`` is a uint8 batch.
     """
 
     def __init__(self, save_dir: str | Path, images: torch.Tensor, start_epoch: int = 0):
@@ -176,7 +176,7 @@ class RunHealth:
 
     def end_epoch(self, epoch: int, model: nn.Module, ema: nn.Module | None) -> list[str]:
         """Record the epoch's signals, rewrite health.json; returns warnings for the log (new collapses)."""
-        images = self.images.to(next(model.parameters()).device)
+        images = self.images.to(next(model.parameters()).device).float() / 255
         variance = batchnorm_variance_range(model) or (None, None)
         drift = batchnorm_drift(ema if ema is not None else model, images) or (None, None)
         record = {"epoch": epoch, "nonfinite_grad_steps": self.nonfinite_grad_steps,
@@ -202,12 +202,12 @@ def collapse_rule() -> dict[str, float]:
 
 
 def sample_images(dataset: Any, n: int = HEALTH_IMAGES) -> torch.Tensor:
-    """Up to the first ``n`` images of a non-augmented YoloDataset as a float batch in 0-1 (no loader needed); a
-    rect dataset gives those of its first shape."""
+    """Up to the first ``n`` images of a non-augmented YoloDataset as one uint8 batch (no loader needed); a rect
+    dataset gives those of its first shape."""
     items: list[torch.Tensor] = []
     for i in range(min(n, len(dataset))):
         image = dataset[i]["img"]
         if items and image.shape != items[0].shape:
             break
         items.append(image)
-    return torch.stack(items).float() / 255
+    return torch.stack(items)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -35,6 +36,9 @@ RESULT_COLUMNS = ("epoch", "train/box_loss", "train/cls_loss", "train/dfl_loss",
                   "metrics/APm", "metrics/APl", "time")
 # Learning rate of each optimizer when lr0 is not set.
 DEFAULT_LR = {"sgd": 0.01, "adamw": 0.001}
+# Training images (letterboxed, not augmented) whose statistics replace the running BatchNorm statistics of the
+# validated model before each validation: running averages lag fast-moving weights (docs/modules/spconv.md).
+BN_CALIBRATION_IMAGES = 64
 METRIC_COLUMNS = {"metrics/precision": "precision", "metrics/recall": "recall", "metrics/mAP50": "map50",
                   "metrics/mAP50-95": "map", "metrics/APs": "aps", "metrics/APm": "apm", "metrics/APl": "apl"}
 
@@ -160,6 +164,8 @@ class Trainer:
             self._restore(self.resume_ckpt)
         self.health = (RunHealth(self.save_dir, sample_images(self.val_loader.dataset), self.start_epoch)
                        if self.val_loader is not None else None)
+        calibration_set = YoloDataset(self.data.train, imgsz=int(a["imgsz"]), stride=stride, nc=self.data.nc)
+        self.bn_images = sample_images(calibration_set, BN_CALIBRATION_IMAGES) if self.val_loader is not None else None
 
     def _amp_dtype(self) -> torch.dtype | None:
         if not self.args["amp"] or self.device.type != "cuda":
@@ -314,6 +320,7 @@ class Trainer:
         epochs = int(a["epochs"])
         final_epoch = epoch + 1 == epochs
         if self.val_loader is not None:
+            update_bn((b.float() / 255 for b in self.bn_images.split(self.batch)), self.eval_model, self.device)
             self.metrics = validate(self.eval_model, self.data, imgsz=int(a["imgsz"]), batch=self.batch * 2,
                                     device=self.device, dataloader=self.val_loader, verbose=False,
                                     workers=int(a["workers"]))
