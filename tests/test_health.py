@@ -198,12 +198,10 @@ def test_validated_model_carries_the_batchnorm_statistics_of_its_own_weights(tra
     """Issue #24: validation normalized with running averages that lag the weights (momentum 0.03 over ~8 optimizer
     steps), which collapsed eval-mode mAP of SPConv and RevCol for whole epochs. The validated (EMA) weights must
     carry statistics re-estimated for exactly those weights on the calibration images."""
-    trainer, data_yaml = trained
-    data = load_data_config(data_yaml)
-    images = sample_images(YoloDataset(data.train, imgsz=64, stride=32, nc=data.nc), 64)
+    trainer, _ = trained
     model = DetectionModel(TINY_MODEL)
     model.load_state_dict(load_checkpoint(trainer.wdir / "last.pt")["model"])
     stored = {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
-    update_bn((b.float() / 255 for b in images.split(4)), model)
+    update_bn(trainer._calibration_batches(trainer.epoch), model)
     for name, value in stored.items():
         torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-3, atol=1e-4)  # channels-last round-off

@@ -7,6 +7,7 @@ import json
 import math
 import resource
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
@@ -36,8 +37,8 @@ RESULT_COLUMNS = ("epoch", "train/box_loss", "train/cls_loss", "train/dfl_loss",
                   "metrics/APm", "metrics/APl", "time")
 # Learning rate of each optimizer when lr0 is not set.
 DEFAULT_LR = {"sgd": 0.01, "adamw": 0.001}
-# Training images (letterboxed, not augmented) whose statistics replace the running BatchNorm statistics of the
-# validated model before each validation: running averages lag fast-moving weights (docs/modules/spconv.md).
+# Augmented training images whose statistics replace the running BatchNorm statistics of the validated model before
+# each validation: running averages lag fast-moving weights (issue #24, docs/modules/spconv.md "Training health").
 BN_CALIBRATION_IMAGES = 64
 METRIC_COLUMNS = {"metrics/precision": "precision", "metrics/recall": "recall", "metrics/mAP50": "map50",
                   "metrics/mAP50-95": "map", "metrics/APs": "aps", "metrics/APm": "apm", "metrics/APl": "apl"}
@@ -164,8 +165,6 @@ class Trainer:
             self._restore(self.resume_ckpt)
         self.health = (RunHealth(self.save_dir, sample_images(self.val_loader.dataset), self.start_epoch)
                        if self.val_loader is not None else None)
-        calibration_set = YoloDataset(self.data.train, imgsz=int(a["imgsz"]), stride=stride, nc=self.data.nc)
-        self.bn_images = sample_images(calibration_set, BN_CALIBRATION_IMAGES) if self.val_loader is not None else None
 
     def _amp_dtype(self) -> torch.dtype | None:
         if not self.args["amp"] or self.device.type != "cuda":
@@ -320,7 +319,7 @@ class Trainer:
         epochs = int(a["epochs"])
         final_epoch = epoch + 1 == epochs
         if self.val_loader is not None:
-            update_bn((b.float() / 255 for b in self.bn_images.split(self.batch)), self.eval_model, self.device)
+            update_bn(self._calibration_batches(epoch), self.eval_model, self.device)
             self.metrics = validate(self.eval_model, self.data, imgsz=int(a["imgsz"]), batch=self.batch * 2,
                                     device=self.device, dataloader=self.val_loader, verbose=False,
                                     workers=int(a["workers"]))
@@ -345,6 +344,17 @@ class Trainer:
             self.log(f"early stop: no improvement in the last {patience} epochs (best mAP50-95 "
                      f"{self.best_fitness:.4f}); set patience= to train longer")
         return stop
+
+    def _calibration_batches(self, epoch: int) -> Iterator[torch.Tensor]:
+        """The first BN_CALIBRATION_IMAGES training images, augmented as this epoch's were (mosaic closed or not) by a
+        generator of their own, so the training stream is untouched."""
+        dataset = self.train_loader.dataset
+        stream, dataset.rng = dataset.rng, np.random.default_rng([int(self.args["seed"]), epoch])
+        try:
+            images = torch.stack([dataset[i]["img"] for i in range(min(BN_CALIBRATION_IMAGES, len(dataset)))])
+        finally:
+            dataset.rng = stream
+        return (b.float() / 255 for b in images.split(self.batch))
 
     @property
     def eval_model(self) -> nn.Module:
