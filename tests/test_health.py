@@ -205,3 +205,15 @@ def test_validated_model_carries_the_batchnorm_statistics_of_its_own_weights(tra
     update_bn(trainer._calibration_batches(trainer.epoch), model)
     for name, value in stored.items():
         torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-3, atol=1e-4)  # channels-last round-off
+
+
+@pytest.mark.parametrize("cfg", ["yolov8n-spconv.yaml", "yolov8n-revcol.yaml"])
+def test_every_batchnorm_updates_once_per_training_step(cfg):
+    """Rules out the suspects of issue #24 other than stale statistics: no BatchNorm of the split SPConv paths or of
+    the reversible RevCol recomputation is updated twice or never in a training step."""
+    torch.manual_seed(0)
+    model = DetectionModel(cfg, nc=3).train()
+    sum(f.sum() for f in model(torch.rand(2, 3, 64, 64))).backward()
+    counts = {int(m.num_batches_tracked) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+    assert counts == {1}
+    assert {m.momentum for m in model.modules() if isinstance(m, nn.BatchNorm2d)} == {0.03}
