@@ -144,14 +144,15 @@ def test_run_health_writes_health_json_and_warns_once_per_new_collapse(tmp_path)
             if row["epoch"] == "1":
                 writer.writeheader()
             writer.writerow(row)
-        model(images).__getitem__(0).sum().backward()
+        model(images)[0].sum().backward()
         if row["epoch"] == "2":
             next(model.parameters()).grad.view(-1)[0] = float("nan")
         health.check_gradients(model)
         model.zero_grad()
         warnings.append(health.end_epoch(int(row["epoch"]), model, ema.ema))
-    assert warnings[4] == ["health: validation collapse at epoch 5: mAP50-95 0.050 after a best of 0.350 while the "
-                           "training loss did not rise"]
+    collapse = ("health: validation collapse at epoch 5: mAP50-95 0.050 after a best of 0.350 while the training "
+                "loss did not rise")
+    assert warnings[4] == [collapse]
     assert warnings[1] == ["health: 1 optimizer steps had non-finite gradients"]
     assert [w for i, w in enumerate(warnings) if i not in (1, 4)] == [[]] * 4
     record = json.loads((tmp_path / "health.json").read_text())
