@@ -39,7 +39,7 @@ RESULT_COLUMNS = ("epoch", "train/box_loss", "train/cls_loss", "train/dfl_loss",
 DEFAULT_LR = {"sgd": 0.01, "adamw": 0.001}
 # Augmented training images whose statistics replace the running BatchNorm statistics of the validated model before
 # each validation: running averages lag fast-moving weights (issue #24, docs/modules/spconv.md "Training health").
-BN_CALIBRATION_IMAGES = 64
+BN_CALIBRATION_IMAGES = 256
 METRIC_COLUMNS = {"metrics/precision": "precision", "metrics/recall": "recall", "metrics/mAP50": "map50",
                   "metrics/mAP50-95": "map", "metrics/APs": "aps", "metrics/APm": "apm", "metrics/APl": "apl"}
 
