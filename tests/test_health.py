@@ -136,7 +136,7 @@ def test_run_health_writes_health_json_and_warns_once_per_new_collapse(tmp_path)
     model, images = tiny_detector().train(), torch.rand(2, 3, 64, 64)
     ema = ModelEMA(model)
     health = RunHealth(tmp_path, (images * 255).byte())
-    rows = curve([0.1, 0.2, 0.3, 0.35, 0.05, 0.4])
+    rows = curve([0.1, 0.2, 0.3, 0.35, 0.05, 0.1])  # one collapse over epochs 5-6, warned once
     warnings = []
     for row in rows:
         with open(tmp_path / "results.csv", "a", newline="") as f:
@@ -150,15 +150,15 @@ def test_run_health_writes_health_json_and_warns_once_per_new_collapse(tmp_path)
         health.check_gradients(model)
         model.zero_grad()
         warnings.append(health.end_epoch(int(row["epoch"]), model, ema.ema))
-    collapse = ("health: validation collapse at epoch 5: mAP50-95 0.050 after a best of 0.350 while the training "
-                "loss did not rise")
+    collapse = ("health: validation collapse at epoch 5: mAP50-95 0.050 after a best of 0.350 (training loss -2.0% on "
+                "the epoch before): check BatchNorm statistics and EMA in health.json")
     assert warnings[4] == [collapse]
     assert warnings[1] == ["health: 1 optimizer steps had non-finite gradients"]
     assert [w for i, w in enumerate(warnings) if i not in (1, 4)] == [[]] * 4
     record = json.loads((tmp_path / "health.json").read_text())
     assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3, 4, 5, 6]
     assert [e["nonfinite_grad_steps"] for e in record["epochs"]] == [0, 1, 0, 0, 0, 0]
-    assert record["collapses"] == [{"epoch": 5, "last_epoch": 5, "peak": 0.35, "low": 0.05,
+    assert record["collapses"] == [{"epoch": 5, "last_epoch": 6, "peak": 0.35, "low": 0.05,
                                     "loss_ratio": pytest.approx(0.98)}]
     assert record["rule"] == collapse_rule()
     first = record["epochs"][0]

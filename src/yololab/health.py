@@ -175,7 +175,8 @@ class RunHealth:
         self.nonfinite_grad_steps += nonfinite_gradients(model) > 0
 
     def end_epoch(self, epoch: int, model: nn.Module, ema: nn.Module | None) -> list[str]:
-        """Record the epoch's signals, rewrite health.json; returns warnings for the log (new collapses)."""
+        """Record the epoch's signals, rewrite health.json; returns warnings for the log (a collapse that starts at
+        this epoch, non-finite gradients)."""
         images = self.images.to(next(model.parameters()).device).float() / 255
         variance = batchnorm_variance_range(model) or (None, None)
         drift = batchnorm_drift(ema if ema is not None else model, images) or (None, None)
@@ -188,8 +189,9 @@ class RunHealth:
         events = collapse_events(read_results(self.save_dir / "results.csv"))
         write_json(self.file, {"epochs": self.epochs, "collapses": [asdict(e) for e in events],
                                "rule": collapse_rule()}, indent=1)
-        warnings = [f"health: validation collapse at {e.describe()} while the training loss did not rise"
-                    for e in events if e.last_epoch == epoch]
+        warnings = [f"health: validation collapse at {e.describe()} (training loss {e.loss_ratio - 1:+.1%} on the "
+                    "epoch before): check BatchNorm statistics and EMA in health.json"
+                    for e in events if e.epoch == epoch]
         if record["nonfinite_grad_steps"]:
             warnings.append(f"health: {record['nonfinite_grad_steps']} optimizer steps had non-finite gradients")
         return warnings
