@@ -319,7 +319,8 @@ class Trainer:
         epochs = int(a["epochs"])
         final_epoch = epoch + 1 == epochs
         if self.val_loader is not None:
-            update_bn(self._calibration_batches(epoch), self.eval_model, self.device)
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):  # drop path
+                update_bn(self._calibration_batches(epoch), self.eval_model, self.device)
             self.metrics = validate(self.eval_model, self.data, imgsz=int(a["imgsz"]), batch=self.batch * 2,
                                     device=self.device, dataloader=self.val_loader, verbose=False,
                                     workers=int(a["workers"]))
