@@ -144,6 +144,7 @@ RULES: dict[str, Rule] = {
     "fl_gamma": non_negative(),
     "label_smoothing": fraction(),
     "warmup_min_iters": count(0),
+    "bn_calibration": count(0),
     "hsv_h": fraction(),
     "hsv_s": fraction(),
     "hsv_v": fraction(),

@@ -8,6 +8,7 @@ import json
 import math
 import resource
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -15,6 +16,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
 from ..autoanchor import check_anchors
@@ -24,6 +26,7 @@ from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..data import (DataConfig, YoloDataset, build_dataloader, load_data_config, plot_label_distribution,
                     unlabelled_split)
 from ..errors import UserError
+from ..health import RunHealth, sample_images
 from ..loss import build_loss
 from ..nn import DetectionModel
 from ..plots import plot_training_curves
@@ -208,6 +211,8 @@ class Trainer:
         self.start_epoch = 0
         if self.resume_ckpt is not None:
             self._restore(self.resume_ckpt)
+        self.health = (RunHealth(self.save_dir, sample_images(self.val_loader.dataset), self.start_epoch)
+                       if self.val_loader is not None else None)
 
     def _amp_dtype(self) -> torch.dtype | None:
         if not self.args.amp or self.device.type != "cuda":
@@ -347,6 +352,8 @@ class Trainer:
 
     def _optimizer_step(self) -> None:
         self.scaler.unscale_(self.optimizer)
+        if self.health is not None:
+            self.health.check_gradients(self.model)
         if self.args.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.args.clip_grad)
         self.scaler.step(self.optimizer)
@@ -364,6 +371,9 @@ class Trainer:
         epochs = a.epochs
         final_epoch = epoch + 1 == epochs
         if self.val_loader is not None:
+            if a.bn_calibration > 0:  # running statistics lag fast-moving weights: recompute them (issue #24)
+                with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):  # drop path
+                    update_bn(self._calibration_batches(epoch), self.eval_model, self.device)
             self.metrics = validate(self.eval_model, self.data, imgsz=a.imgsz, batch=self.batch * 2,
                                     device=self.device, dataloader=self.val_loader, verbose=False,
                                     workers=a.workers)
@@ -378,6 +388,9 @@ class Trainer:
                **{f"lr/pg{i}": lr for i, lr in enumerate(lrs)},
                **{col: self.metrics.get(key) for col, key in METRIC_COLUMNS.items()}, "time": round(self.train_time, 2)}
         _append_csv(self.save_dir / "results.csv", row, result_columns(parts))
+        if self.health is not None:
+            for warning in self.health.end_epoch(epoch + 1, unwrap(self.model), self.ema.ema if self.ema else None):
+                self.log(warning)
         self.log(_epoch_line(row, parts, self.val_loader is not None))
         self._save(epoch, improved, final_epoch)
         patience = a.patience
@@ -386,6 +399,17 @@ class Trainer:
             self.log(f"early stop: no improvement in the last {patience} epochs (best mAP50-95 "
                      f"{self.best_fitness:.4f}); set patience= to train longer")
         return stop
+
+    def _calibration_batches(self, epoch: int) -> Iterator[torch.Tensor]:
+        """The first ``bn_calibration`` training images, augmented as this epoch's were (mosaic closed or not) by a
+        generator of their own, so the training stream is untouched."""
+        dataset = self.train_loader.dataset
+        stream, dataset.rng = dataset.rng, np.random.default_rng([self.args.seed, epoch])
+        try:
+            images = torch.stack([dataset[i]["img"] for i in range(min(self.args.bn_calibration, len(dataset)))])
+        finally:
+            dataset.rng = stream
+        return (b.float() / 255 for b in images.split(self.batch))
 
     @property
     def eval_model(self) -> nn.Module:
