@@ -184,3 +184,24 @@ def test_an_interrupted_run_of_the_same_recipe_resumes_from_last_pt(tmp_path):
     assert "epochs=5" in train_command(MODELS[0], 0, run_dir, {**recipe, "epochs": 5})  # another recipe: restart
     save_checkpoint(last, {}, {"epoch": 3})  # finished (no training state) but no result.json: train it again
     assert "model=yolov8n.yaml" in train_command(MODELS[0], 0, run_dir, recipe)
+
+
+def test_report_marks_runs_whose_validation_collapsed(tmp_path):
+    def run(model: str, seed: int, scores: list[float]) -> RunResult:
+        run_dir = tmp_path / f"{Path(model).stem}-seed{seed}"
+        run_dir.mkdir()
+        rows = ["epoch,train/box_loss,train/cls_loss,train/dfl_loss,metrics/mAP50-95"]
+        rows += [f"{e},{2 - 0.05 * e},{1.5 - 0.04 * e},{1.2 - 0.01 * e},{s}" for e, s in enumerate(scores, 1)]
+        (run_dir / "results.csv").write_text("\n".join(rows) + "\n")
+        return RunResult(model, seed, True, {"map": scores[-1]}, run_dir=str(run_dir))
+
+    smooth = [0.01, 0.05, 0.10, 0.15, 0.20, 0.25]
+    collapsed = [0.01, 0.05, 0.10, 0.15, 0.002, 0.25]  # epoch 5 falls to 1% of the best while the loss keeps falling
+    results = [run(MODELS[0], 0, smooth), run(MODELS[1], 0, collapsed)]
+    summary = analyse(results, MODELS, {})
+    assert summary["models"]["yolov8n"]["health"]["unhealthy_runs"] == 0
+    assert summary["models"]["yolov8n-slimneck"]["health"]["collapses"] == {"0": ["epoch 5: mAP50-95 0.002 after a "
+                                                                                   "best of 0.150"]}
+    md = write_report(summary, {}, tmp_path, results)["md"].read_text()
+    assert "## Run health" in md and "**yolov8n-slimneck**: 1 of 1 runs had validation collapses" in md
+    assert "**yolov8n**:" not in md

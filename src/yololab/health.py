@@ -28,7 +28,6 @@ COLLAPSE_MIN_PEAK = 0.05  # ... whose best earlier epoch is above noise level
 COLLAPSE_SKIP_EPOCHS = 3  # ... after the first epochs (warm-up: scores near zero, statistics settling)
 COLLAPSE_LOSS_RISE = 0.10  # ... while the training loss rose by at most this fraction over the previous epoch
 HEALTH_IMAGES = 8  # validation images the per-epoch checks run on
-LOSS_COLUMNS = ("train/box_loss", "train/cls_loss", "train/dfl_loss")
 MAP_COLUMN = "metrics/mAP50-95"
 
 
@@ -56,15 +55,18 @@ def collapse_events(rows: Iterable[Mapping[str, object]], *, drop: float = COLLA
     Epoch ``e`` collapses when ``e > skip_epochs``, the best mAP50-95 of the earlier epochs is at least
     ``min_peak``, the score of ``e`` is below ``drop`` times that best, and the summed training loss of ``e`` is
     at most ``1 + loss_rise`` times that of ``e - 1``. Consecutive collapsed epochs form one event. Rows
-    without a validation score (``val=false``) are ignored; a row with a missing column raises ``KeyError``.
+    without a validation score (``val=false``) are ignored; the training loss is the sum of the ``train/*_loss``
+    columns (box/cls/dfl, or box/cls/obj for anchor-based heads); a row missing a column raises ``KeyError``.
     """
     events: list[CollapseEvent] = []
     best, previous_loss, previous_epoch = 0.0, None, None
+    losses: list[str] = []  # the loss columns of the table, from its first scored row
     for row in rows:
         if row.get(MAP_COLUMN) in (None, ""):
             continue
         epoch, score = int(row["epoch"]), float(row[MAP_COLUMN])
-        loss = sum(float(row[c]) for c in LOSS_COLUMNS)
+        losses = losses or [c for c in row if c.startswith("train/") and c.endswith("_loss")]
+        loss = sum(float(row[c]) for c in losses)
         ratio = loss / previous_loss if previous_loss else 1.0
         if epoch > skip_epochs and best >= min_peak and score < drop * best and ratio <= 1.0 + loss_rise:
             last = events[-1] if events else None

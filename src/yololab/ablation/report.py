@@ -64,7 +64,7 @@ def format_markdown(summary: dict[str, Any], recipe: dict, results: list[RunResu
                  _num(c.get("onnx_latency_ms"), 1, 1), runs]
         cells += [_pm(e["metrics"][m]) for m in ACCURACY_METRICS]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += _verdict_lines(summary)
+    lines += _health_lines(summary) + _verdict_lines(summary)
     lines += _training_cost_lines(summary) + _per_class_lines(summary)
     missing = [r for r in results if not r.ok]
     if missing:
@@ -146,6 +146,19 @@ def _finite(value: float | None) -> float | None:
 
 def _seeds(n: int | None) -> str:
     return "—" if n is None else str(n)
+
+
+def _health_lines(summary: dict[str, Any]) -> list[str]:
+    """Models whose runs had validation collapses, named before their verdicts are read."""
+    lines = []
+    for name, e in summary["models"].items():
+        health = e.get("health", {})
+        if health.get("unhealthy_runs"):
+            where = "; ".join(f"seed {seed} " + ", ".join(events) for seed, events in health["collapses"].items())
+            lines.append(f"- **{name}**: {health['unhealthy_runs']} of {health['runs']} runs had validation collapses "
+                         f"({where}). Its verdicts may measure a training defect, not the module "
+                         "(docs/training.md, run health).")
+    return ["", "## Run health", ""] + lines if lines else []
 
 
 def _training_cost_lines(summary: dict[str, Any]) -> list[str]:

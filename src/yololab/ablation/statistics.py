@@ -7,6 +7,7 @@ direction (accuracy: higher is better; training costs: lower is better).
 
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from ..stats import (
     summarize,
     verdict,
 )
+from ..health import collapse_events
 from .bootstrap import MatchedStats, image_weights, load_predictions
 
 ACCURACY_METRICS = ("map", "map50", "aps", "apm", "apl")
@@ -91,12 +93,27 @@ def analyse(results: list[RunResult], models: list[str], costs: dict[str, dict],
         classes = dict.fromkeys(name for table in per_class.values() for name in table)  # dataset order
         entry["per_class_ap"] = {name: _stat(_per_seed({s: t.get(name, {}) for s, t in per_class.items()}, "ap"))
                                  for name in classes}
+        entry["health"] = run_health([r for r in results if r.model == model and r.ok])
         summary["models"][Path(model).stem] = entry
     variants = [Path(m).stem for m in models[1:]]
     for metric in ACCURACY_METRICS:
         _add_verdicts(summary, variants, metric, by_model, models, bootstrap["draws"].get(metric, {}),
                       margin / 100, level)
     return summary
+
+
+def run_health(results: list[RunResult]) -> dict[str, Any]:
+    """Validation collapses of each finished run (``health.collapse_events`` on its results.csv): a model whose runs
+    collapse may be measured through a training defect, not through the module, so the report marks it."""
+    events: dict[str, list[str]] = {}
+    for r in sorted(results, key=lambda r: r.seed):
+        curve = Path(r.run_dir) / "results.csv"
+        if curve.is_file():
+            with open(curve, newline="") as f:
+                found = collapse_events(csv.DictReader(f))
+            if found:
+                events[str(r.seed)] = [e.describe() for e in found]
+    return {"runs": len(results), "unhealthy_runs": len(events), "collapses": events}
 
 
 def _add_verdicts(summary: dict, variants: list[str], metric: str, by_model: dict, models: list[str],
