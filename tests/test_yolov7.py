@@ -1,0 +1,186 @@
+"""YOLOv7 as published: its training layouts build with the official parameter counts, activation calls are read
+from an allow-list, the YOLOv7 modules keep their equivalence claims (RepConv fuse, IDetect fold, ReOrg layout,
+E-ELAN as a Shortcut of two ELANs), the fused models export, and the dead-row lint."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+import yolov7_layouts as layouts
+from model_checks import assert_fuses_and_exports, randomize_batchnorms
+from yololab.nn import DetectionModel, ModelConfigError, load_model_yaml
+from yololab.nn.anchor_head import IDetect
+from yololab.nn.detector import describe_unused
+from yololab.nn.elan import DownC, EELANSum, ReOrg, RepConv
+from yololab.nn.parse import MODELS_DIR, build_layers, model_layout, parse_activation, unused_rows
+from yololab.utils.profile import count_params
+
+OFFICIAL_PARAMS = {"yolov7_tiny": 6_228_762, "yolov7": 37_622_682, "yolov7x": 71_347_394}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
+def test_official_layouts_build_the_official_parameter_count(name):
+    cfg = getattr(layouts, name)()
+    model = DetectionModel(cfg)
+    assert count_params(model) == OFFICIAL_PARAMS[name]
+    assert model.layout[0] == "yolov7" and model.stride.tolist() == [8.0, 16.0, 32.0]
+    assert isinstance(model.head, IDetect) and not model.unused_rows()
+
+
+def test_yolov7_tiny_conv_rows_take_padding_groups_and_the_activation():
+    model = DetectionModel(layouts.yolov7_tiny())
+    first = model.model[0]
+    assert first.conv.kernel_size == (3, 3) and first.conv.stride == (2, 2) and first.conv.padding == (1, 1)
+    assert first.conv.dilation == (1, 1) and isinstance(first.act, nn.LeakyReLU) and first.act.negative_slope == 0.1
+    assert all(not isinstance(m, nn.SiLU) for m in model.model[:-1].modules())
+
+
+def test_layout_is_chosen_by_the_file_and_can_be_set():
+    assert model_layout(layouts.yolov7())[0] == "yolov7"
+    assert model_layout(load_model_yaml("yolov5-anchor.yaml"))[0] == "ultralytics"  # scales: yololab's own
+    assert model_layout(load_model_yaml("yolov7-af.yaml"))[0] == "ultralytics"  # no anchors
+    v5_file = {k: v for k, v in load_model_yaml("yolov5-anchor.yaml").items() if k != "scales"}
+    assert model_layout(v5_file)[0] == "yolov5"
+    assert model_layout({**v5_file, "layout": "yolov7"}) == ("yolov7", "set by the file's 'layout:' key")
+    with pytest.raises(ModelConfigError, match="layout must be one of"):
+        model_layout({**v5_file, "layout": "yolov9"})
+    # the same Conv row means another dilation / activation in the two repositories' files
+    row = [[-1, 1, "Conv", [8, 3, 1, None, 1, 2]], [-1, 1, "Conv", [8, 1, 1]]]
+    v5 = DetectionModel({**v5_file, "backbone": row, "head": [[-1, 1, "Detect", ["nc", "anchors"]]],
+                         "anchors": [[10, 13, 16, 30]]})
+    assert v5.model[0].conv.dilation == (2, 2)
+
+
+@pytest.mark.parametrize(("text", "kind", "value"), [
+    ("nn.LeakyReLU(0.1)", nn.LeakyReLU, 0.1), ("nn.SiLU()", nn.SiLU, None), ("nn.ReLU()", nn.ReLU, None),
+    ("nn.Hardswish()", nn.Hardswish, None), ("nn.Identity()", nn.Identity, None),
+    ("nn.LeakyReLU(negative_slope=-0.2)", nn.LeakyReLU, -0.2)])
+def test_allowed_activations_are_parsed(text, kind, value):
+    act = parse_activation(text)
+    assert type(act) is kind
+    if value is not None:
+        assert act.negative_slope == value
+
+
+@pytest.mark.parametrize("text", [
+    "nn.GELU()", "nn.LeakyReLU(slope)", "nn.LeakyReLU(0.1 + 0.1)", "nn.LeakyReLU('0.1')",
+    "__import__('os').system('true')", "torch.nn.SiLU()", "nn.SiLU()()", "nn.LeakyReLU(**{'a': 1})",
+    "nn.LeakyReLU(0.1, 2, 3)"])
+def test_anything_outside_the_allow_list_is_refused(text):
+    with pytest.raises(ModelConfigError, match="not an allowed activation"):
+        parse_activation(text)
+
+
+def test_a_refused_activation_names_the_file_and_row():
+    cfg = layouts.yolov7_tiny()
+    cfg["backbone"][1] = [-1, 1, "Conv", [64, 3, 2, None, 1, "nn.Sigmoid()"]]
+    with pytest.raises(ModelConfigError, match=r"row 1 .*'nn.Sigmoid\(\)' is not an allowed activation"):
+        DetectionModel(cfg)
+
+
+def test_a_scale_letter_on_a_file_without_scales_is_an_error():
+    with pytest.raises(ModelConfigError, match="has no 'scales'"):
+        load_model_yaml("yolov7x-af.yaml")
+    with pytest.raises(FileNotFoundError):
+        load_model_yaml("yolov7x.yaml")  # not silently yolov7-af.yaml
+
+
+@pytest.mark.parametrize("conv", [RepConv(8, 8), RepConv(8, 16, 3, 2), RepConv(8, 8, 3, 1, None, 2),
+                                  RepConv(8, 8, 5, act=nn.LeakyReLU(0.1))])
+def test_repconv_fuses_into_one_conv_exactly(conv):
+    conv = randomize_batchnorms(conv).eval()
+    x = torch.randn(2, 8, 13, 11)
+    with torch.no_grad():
+        y = conv(x)
+        conv.fuse()
+        y_fused = conv(x)
+    assert conv.rbr_reparam is not None and not hasattr(conv, "rbr_dense")
+    assert (y - y_fused).abs().max() <= 1e-5 * y.abs().max()
+
+
+def test_idetect_folds_its_implicit_knowledge_into_the_conv():
+    model = DetectionModel(layouts.yolov7_tiny()).eval()
+    head = model.head
+    for p in (*head.ia.parameters(), *head.im.parameters()):
+        p.data.normal_(1.0, 0.5)  # far from the initial values, so the fold is really tested
+    x = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        y = model(x)
+        head.fuse()
+        y_fused = model(x)
+    assert head.ia is None and head.im is None
+    assert (y - y_fused).abs().max() <= 1e-5 * y.abs().max()
+
+
+def test_reorg_is_space_to_depth_in_yolov7_order():
+    x = torch.randn(2, 3, 8, 6)
+    y = ReOrg()(x)
+    assert y.shape == (2, 12, 4, 3)
+    unshuffled = nn.functional.pixel_unshuffle(x, 2).view(2, 3, 2, 2, 4, 3)  # channel c * 4 + row * 2 + col
+    expected = unshuffled.permute(0, 3, 2, 1, 4, 5).reshape(2, 12, 4, 3)  # blocks (col, row) outer, c inner
+    assert torch.equal(y, expected)
+
+
+def test_downc_halves_the_size_and_splits_the_width():
+    assert DownC(8, 16)(torch.randn(1, 8, 10, 10)).shape == (1, 16, 5, 5)
+
+
+def test_e_elan_is_a_shortcut_of_two_elans_on_the_same_input():
+    """YOLOv7-E6E's rows (two ELANs of three 2-conv blocks on one input, then Shortcut) compute EELANSum."""
+    def elan(source: int) -> list:
+        return [[source, 1, "Conv", [8, 1, 1]], [source - 1, 1, "Conv", [8, 1, 1]],
+                *([[-1, 1, "Conv", [8, 3, 1]]] * 6), [[-1, -3, -5, -7, -8], 1, "Concat", [1]],
+                [-1, 1, "Conv", [16, 1, 1]]]
+    rows = [[-1, 1, "Conv", [16, 3, 1]], *elan(-1), *elan(-11), [[-1, -11], 1, "Shortcut", [1]]]
+    cfg = {"nc": 1, "anchors": [[10, 13]], "backbone": rows, "head": [[-1, 1, "IDetect", ["nc", "anchors"]]]}
+    model = randomize_batchnorms(DetectionModel(cfg)).eval()
+    ours = EELANSum(16, 16, 8, 3, 2, 2).eval()
+    rows_layers = [m for m in model.model[1:-2].modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    our_layers = [m for m in ours.modules() if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+    for src, dst in zip(rows_layers, our_layers, strict=True):
+        dst.load_state_dict(src.state_dict())
+        if isinstance(dst, nn.BatchNorm2d):
+            dst.eps = src.eps  # the detector's BatchNorm eps (1e-3)
+    seen = {}
+    model.model[0].register_forward_hook(lambda m, i, o: seen.update(stem=o))
+    model.model[21].register_forward_hook(lambda m, i, o: seen.update(shortcut=o))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+        assert torch.allclose(seen["shortcut"], ours(seen["stem"]), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["yolov7_tiny", "yolov7"])
+def test_fused_official_layouts_export_to_onnx(name, tmp_path):
+    model = DetectionModel(getattr(layouts, name)())
+    _, fused, _ = assert_fuses_and_exports(model, tmp_path, imgsz=64)
+    assert not any(isinstance(m, RepConv) and m.rbr_reparam is None for m in fused.modules())
+
+
+def test_dead_rows_are_listed_with_index_module_and_params(tmp_path):
+    cfg = load_model_yaml("yolov8n.yaml")
+    cfg["head"] = copy.deepcopy(cfg["head"])
+    cfg["head"].insert(len(cfg["head"]) - 1, [-1, 1, "C2f", [256]])  # after the last C2f, before Detect
+    file = tmp_path / "dead.yaml"
+    file.write_text(yaml.safe_dump(cfg))
+    with pytest.warns(UserWarning, match=r"row 22 C2f \([\d,]+ params\) feeds nothing"):
+        model = DetectionModel(str(file))
+    (dead,) = model.unused_rows()
+    assert (dead.index, dead.module) == (22, "C2f") and dead.params == sum(p.numel() for p in model.model[22].parameters())
+    assert describe_unused(dead) == f"row 22 C2f ({dead.params:,} params) feeds nothing"
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in MODELS_DIR.glob("*.yaml")))
+def test_no_shipped_config_has_a_dead_row(config):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a dead row would warn at build time
+        cfg = load_model_yaml(config)
+        if cfg.get("scales"):
+            cfg["scale"] = next(iter(cfg["scales"]))
+        _, _, table, _ = build_layers(cfg)
+        assert not unused_rows(table)
