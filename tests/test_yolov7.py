@@ -5,6 +5,7 @@ E-ELAN as a Shortcut of two ELANs), the fused models export, and the dead-row li
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 
 import pytest
@@ -14,6 +15,7 @@ from torch import nn
 
 import yolov7_layouts as layouts
 from model_checks import assert_fuses_and_exports, randomize_batchnorms
+from yololab.cli import main
 from yololab.nn import DetectionModel, ModelConfigError, load_model_yaml
 from yololab.nn.anchor_head import IDetect
 from yololab.nn.detector import describe_unused
@@ -173,6 +175,22 @@ def test_dead_rows_are_listed_with_index_module_and_params(tmp_path):
     (dead,) = model.unused_rows()
     assert (dead.index, dead.module) == (22, "C2f") and dead.params == sum(p.numel() for p in model.model[22].parameters())
     assert describe_unused(dead) == f"row 22 C2f ({dead.params:,} params) feeds nothing"
+
+
+def test_info_lists_the_dead_rows_and_json_carries_them(tmp_path, capsys):
+    cfg = load_model_yaml("yolov8n.yaml")
+    cfg["head"].insert(len(cfg["head"]) - 1, [-1, 1, "C2f", [256]])
+    file = tmp_path / "dead.yaml"
+    file.write_text(yaml.safe_dump(cfg))
+    with pytest.warns(UserWarning, match="feeds nothing"):
+        assert main(["info", f"model={file}", "imgsz=64", "json=true"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(out[-1])
+    assert [(r["index"], r["module"]) for r in result["unused_rows"]] == [(22, "C2f")]
+    assert result["unused_rows"][0]["params"] > 0 and result["layout"] == "ultralytics"
+    with pytest.warns(UserWarning, match="feeds nothing"):
+        assert main(["info", f"model={file}", "imgsz=64"]) == 0
+    assert "warning: row 22 C2f (" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in MODELS_DIR.glob("*.yaml")))

@@ -268,6 +268,8 @@ def model_summary(model: DetectionModel, imgsz: int = 640) -> dict[str, Any]:
         "params": count_params(model),
         "gflops": round(count_gflops(model, imgsz), 4),
         "strides": [int(s) for s in model.stride.tolist()],
+        "layout": model.layout[0],
+        "unused_rows": [{"index": r.index, "module": r.module, "params": r.params} for r in model.unused_rows()],
         "rows": rows,
     }
 
@@ -282,4 +284,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     scale = f" (scale {summary['scale']})" if summary["scale"] else ""
     lines.append(f"{Path(summary['model']).name}{scale}: {summary['layers']} layers, {summary['params']:,} params, "
                  f"{summary['gflops']:.2f} GFLOPs at {summary['imgsz']}, strides {summary['strides']}")
+    if summary["layout"] != "ultralytics":
+        lines.append(f"rows read with {summary['layout']} signatures (docs/compatibility.md)")
+    for r in summary["unused_rows"]:
+        lines.append(f"warning: row {r['index']} {r['module']} ({r['params']:,} params) feeds nothing: "
+                     "built and counted in params, absent from the forward pass")
     return "\n".join(lines)
