@@ -17,13 +17,14 @@ import yolov7_layouts as layouts
 from model_checks import assert_fuses_and_exports, randomize_batchnorms
 from yololab.cli import main
 from yololab.nn import DetectionModel, ModelConfigError, load_model_yaml
-from yololab.nn.anchor_head import IDetect
+from yololab.nn.anchor_head import IAuxDetect, IDetect
 from yololab.nn.detector import describe_unused
 from yololab.nn.elan import DownC, EELANSum, ReOrg, RepConv
 from yololab.nn.parse import MODELS_DIR, build_layers, model_layout, parse_activation, unused_rows
 from yololab.utils.profile import count_params
 
-OFFICIAL_PARAMS = {"yolov7_tiny": 6_228_762, "yolov7": 37_622_682, "yolov7x": 71_347_394}
+OFFICIAL_PARAMS = {"yolov7_tiny": 6_228_762, "yolov7": 37_622_682, "yolov7x": 71_347_394, "yolov7_w6": 82_312_436,
+                   "yolov7_e6e": 166_408_884}
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
@@ -31,8 +32,24 @@ def test_official_layouts_build_the_official_parameter_count(name):
     cfg = getattr(layouts, name)()
     model = DetectionModel(cfg)
     assert count_params(model) == OFFICIAL_PARAMS[name]
-    assert model.layout[0] == "yolov7" and model.stride.tolist() == [8.0, 16.0, 32.0]
-    assert isinstance(model.head, IDetect) and not model.unused_rows()
+    p6 = name in ("yolov7_w6", "yolov7_e6e")
+    assert model.layout[0] == "yolov7" and model.stride.tolist() == [8.0, 16.0, 32.0, 64.0][:4 if p6 else 3]
+    assert isinstance(model.head, IAuxDetect if p6 else IDetect) and not model.unused_rows()
+
+
+@pytest.mark.parametrize("name", ["yolov7_e6", "yolov7_d6"])
+def test_the_other_p6_layouts_build(name):
+    model = DetectionModel(getattr(layouts, name)())
+    assert isinstance(model.head, IAuxDetect) and model.head.nl == 4 and len(model.head.m2) == 4
+
+
+def test_iauxdetect_infers_and_exports_with_the_lead_head_only():
+    model = DetectionModel(layouts.yolov7_w6()).eval()
+    with torch.no_grad():
+        y = model(torch.rand(1, 3, 128, 128))
+    assert y.shape == (1, 84, 3 * sum((128 // s) ** 2 for s in (8, 16, 32, 64)))
+    model.fuse()
+    assert model.head.m2 is None and model.head.ia is None
 
 
 def test_yolov7_tiny_conv_rows_take_padding_groups_and_the_activation():
@@ -162,6 +179,13 @@ def test_fused_official_layouts_export_to_onnx(name, tmp_path):
     model = DetectionModel(getattr(layouts, name)())
     _, fused, _ = assert_fuses_and_exports(model, tmp_path, imgsz=64)
     assert not any(isinstance(m, RepConv) and m.rbr_reparam is None for m in fused.modules())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(OFFICIAL_PARAMS))
+def test_every_official_layout_fuses_and_exports(name, tmp_path):
+    model = DetectionModel(getattr(layouts, name)())
+    assert_fuses_and_exports(model, tmp_path, imgsz=128)
 
 
 def test_dead_rows_are_listed_with_index_module_and_params(tmp_path):

@@ -105,3 +105,80 @@ def yolov7x() -> dict:
     """yolov7x: wider stem, ELANs of six 3x3 convs, plain Conv outputs: 71,347,394 params."""
     return _p5(40, ((64, 320), (128, 640), (256, 1280), (256, 1280)), (640, 320, 160, 320, 640), 6,
                [-1, -3, -5, -7, -8], "Conv")
+
+
+def _p6(stem: int, down: str, stages: tuple, convs: int, concat: list, spp: int, necks: tuple, head_convs: int,
+        outputs: tuple, aux: tuple, copies: int = 1) -> dict:
+    """The P6 family: ReOrg stem, five downsampling stages (``down``: a stride-2 Conv or DownC) each followed by an
+    ELAN (``copies`` = 2: two ELANs on the same input summed by Shortcut, E6E's E-ELAN), SPPCSPC, a PANet of ELAN-H
+    blocks over P3-P6, 3x3 lead and auxiliary output convs, IAuxDetect.
+
+    ``stages``: (down width, hidden, c2) per stage; ``necks``: (hidden, c2) of the six neck ELAN-Hs (top-down P5,
+    P4, P3, bottom-up P4, P5, P6); ``outputs`` / ``aux``: widths of the lead / auxiliary 3x3 convs, finest first."""
+    def block(rows: list, hidden: int, c2: int, n: int, cat: list, width: int) -> None:
+        size = n + 4
+        rows += _elan(hidden, c2, n, cat, width=width)
+        for _ in range(copies - 1):
+            rows += [*_elan(hidden, c2, n, cat, width=width, sources=(-size - 1, -size - 2)),
+                     [[-1, -size - 1], 1, "Shortcut", [1]]]
+
+    def downsample(rows: list, c2: int) -> None:
+        rows.append(_conv(c2, 3, 2) if down == "Conv" else [-1, 1, "DownC", [c2]])
+
+    rows, levels = [[-1, 1, "ReOrg", []], _conv(stem, 3)], []
+    for c_down, hidden, c2 in stages:
+        downsample(rows, c_down)
+        block(rows, hidden, c2, convs, concat, hidden)
+        levels.append(len(rows) - 1)
+    n_backbone = len(rows)
+    rows.append([-1, 1, "SPPCSPC", [spp]])
+    top = [len(rows) - 1]  # SPPCSPC, then the top-down neck outputs P5, P4, P3
+    aux_sources = [len(rows) - 1]  # E6E's auxiliary heads read the second ELAN, the row before its Shortcut
+    head_cat = list(range(-1, -head_convs - 3, -1))
+    for (hidden, c2), route in zip(necks[:3], levels[-2::-1]):
+        rows += [_conv(c2), UPSAMPLE, _conv(c2, source=route), [[-1, -2], 1, "Concat", [1]]]
+        block(rows, hidden, c2, head_convs, head_cat, hidden // 2)
+        top.append(len(rows) - 1)
+        aux_sources.append(len(rows) - (2 if copies > 1 else 1))
+    bottom = [top[-1]]
+    for (hidden, c2), target in zip(necks[3:], top[-2::-1]):
+        downsample(rows, c2)
+        rows.append([[-1, target], 1, "Concat", [1]])
+        block(rows, hidden, c2, head_convs, head_cat, hidden // 2)
+        bottom.append(len(rows) - 1)
+    first = len(rows)
+    rows += [_conv(c, 3, source=s) for c, s in zip(outputs, bottom)]
+    rows += [_conv(c, 3, source=s) for c, s in zip(aux, aux_sources[::-1])]
+    rows.append([list(range(first, len(rows))), 1, "IAuxDetect", ["nc", "anchors"]])
+    return _file(rows[:n_backbone], rows[n_backbone:], ANCHORS_P6)
+
+
+def yolov7_w6() -> dict:
+    """yolov7-w6: 82,312,436 params."""
+    return _p6(64, "Conv", ((128, 64, 128), (256, 128, 256), (512, 256, 512), (768, 384, 768), (1024, 512, 1024)),
+               4, [-1, -3, -5, -6], 512, ((384, 384), (256, 256), (128, 128), (256, 256), (384, 384), (512, 512)), 4,
+               (256, 512, 768, 1024), (320, 640, 960, 1280))
+
+
+_E6_STAGES = ((160, 64, 160), (320, 128, 320), (640, 256, 640), (960, 384, 960), (1280, 512, 1280))
+_E6_NECKS = ((384, 480), (256, 320), (128, 160), (256, 320), (384, 480), (512, 640))
+
+
+def yolov7_e6() -> dict:
+    """yolov7-e6: DownC stages, ELANs of six 3x3 convs."""
+    return _p6(80, "DownC", _E6_STAGES, 6, [-1, -3, -5, -7, -8], 640, _E6_NECKS, 6,
+               (320, 640, 960, 1280), (320, 640, 960, 1280))
+
+
+def yolov7_d6() -> dict:
+    """yolov7-d6: the E6 layout deeper and wider, ELANs of eight 3x3 convs."""
+    stages = ((192, 64, 192), (384, 128, 384), (768, 256, 768), (1152, 384, 1152), (1536, 512, 1536))
+    necks = ((384, 576), (256, 384), (128, 192), (256, 384), (384, 576), (512, 768))
+    return _p6(96, "DownC", stages, 8, [-1, -3, -5, -7, -9, -10], 768, necks, 8,
+               (384, 768, 1152, 1536), (384, 768, 1152, 1536))
+
+
+def yolov7_e6e() -> dict:
+    """yolov7-e6e: yolov7-e6 with every ELAN an E-ELAN (two ELANs on one input, summed by Shortcut): 166,408,884."""
+    return _p6(80, "DownC", _E6_STAGES, 6, [-1, -3, -5, -7, -8], 640, _E6_NECKS, 6,
+               (320, 640, 960, 1280), (320, 640, 960, 1280), copies=2)
