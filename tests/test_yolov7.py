@@ -15,6 +15,8 @@ from torch import nn
 
 import yolov7_layouts as layouts
 from model_checks import assert_fuses_and_exports, randomize_batchnorms
+from yololab.cfg import command_keys
+from yololab.cfg.recipe import load_recipe, recipe_name
 from yololab.cli import main
 from yololab.nn import DetectionModel, ModelConfigError, load_model_yaml
 from yololab.nn.anchor_head import IAuxDetect, IDetect
@@ -226,3 +228,32 @@ def test_no_shipped_config_has_a_dead_row(config):
             cfg["scale"] = next(iter(cfg["scales"]))
         _, _, table, _ = build_layers(cfg)
         assert not unused_rows(table)
+
+
+# YOLOv7's data/hyp.scratch.{tiny,p5,p6}.yaml (the keys with an effect) and its train.py choices outside the file.
+HYP_SCRATCH_TINY = {"lr0": 0.01, "lrf": 0.01, "momentum": 0.937, "weight_decay": 0.0005, "warmup_epochs": 3.0,
+                    "warmup_momentum": 0.8, "warmup_bias_lr": 0.1, "box": 0.05, "cls": 0.5, "obj": 1.0,
+                    "anchor_t": 4.0, "fl_gamma": 0.0, "hsv_h": 0.015, "hsv_s": 0.7, "hsv_v": 0.4, "degrees": 0.0,
+                    "translate": 0.1, "scale": 0.5, "shear": 0.0, "perspective": 0.0, "flipud": 0.0, "fliplr": 0.5,
+                    "mosaic": 1.0, "mixup": 0.05}
+HYP_SCRATCH_P5 = {**HYP_SCRATCH_TINY, "lrf": 0.1, "cls": 0.3, "obj": 0.7, "translate": 0.2, "scale": 0.9,
+                  "mixup": 0.15}
+HYP_SCRATCH_P6 = {**HYP_SCRATCH_P5, "lrf": 0.2}
+YOLOV7_TRAIN_PY = {"optimizer": "SGD", "cos_lr": True, "nbs": 64, "warmup_min_iters": 1000, "close_mosaic": 0,
+                   "label_smoothing": 0.0, "autoanchor": True}
+
+
+@pytest.mark.parametrize(("name", "recipe", "hyp"), [("yolov7_tiny", "yolov7-tiny", HYP_SCRATCH_TINY),
+                                                     ("yolov7", "yolov7-p5", HYP_SCRATCH_P5),
+                                                     ("yolov7x", "yolov7-p5", HYP_SCRATCH_P5),
+                                                     ("yolov7_w6", "yolov7-p6", HYP_SCRATCH_P6),
+                                                     ("yolov7_e6e", "yolov7-p6", HYP_SCRATCH_P6)])
+def test_yolov7_files_choose_yolov7s_recipe(name, recipe, hyp):
+    assert recipe_name(getattr(layouts, name)()) == recipe
+    assert load_recipe(recipe) == {**hyp, **YOLOV7_TRAIN_PY}
+    assert set(load_recipe(recipe)) <= set(command_keys("train"))
+
+
+def test_other_files_keep_their_recipe():
+    assert recipe_name(load_model_yaml("yolov5-anchor.yaml")) == "yolov5-anchor"
+    assert recipe_name(load_model_yaml("yolov7-af.yaml")) is None

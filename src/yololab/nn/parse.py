@@ -1,8 +1,8 @@
 """YAML model files -> ``nn.Module`` layers, with the Ultralytics row format and scaling semantics.
 
 Files brought from other code bases keep the meaning their rows had there: ``model_layout`` tells an Ultralytics /
-yololab file from the YOLOv5 and YOLOv7 repositories' own files (docs/compatibility.md), and activations written
-as constructor calls (``nn.LeakyReLU(0.1)``) are read from an allow-list, never evaluated.
+yololab file from the YOLOv5 and YOLOv7 repositories' own files (``cfg/layout.py``, docs/compatibility.md), and
+activations written as constructor calls (``nn.LeakyReLU(0.1)``) are read from an allow-list, never evaluated.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from torch import nn
 
+from ..cfg.layout import model_layout as layout_of
 from . import registry
 from .registry import BuildContext
 
@@ -27,9 +28,6 @@ LOGGER = logging.getLogger(__name__)
 ALLOWED_ACTIVATIONS = {"LeakyReLU": nn.LeakyReLU, "SiLU": nn.SiLU, "ReLU": nn.ReLU, "Hardswish": nn.Hardswish,
                        "Identity": nn.Identity}
 _CALL = re.compile(r"^\s*[A-Za-z_][\w.]*\s*\(.*\)\s*$", re.S)
-LAYOUTS = ("ultralytics", "yolov5", "yolov7")
-# Module names only YOLOv7's own files use: with ``anchors:`` and no ``scales``, any of them means the YOLOv7 layout.
-YOLOV7_MODULES = ("IDetect", "IAuxDetect", "RepConv", "ReOrg", "DownC", "Shortcut", "SP", "MP", "SPPCSPC")
 
 
 class ModelConfigError(ValueError):
@@ -126,26 +124,11 @@ def _numeric_literal(node: ast.AST) -> int | float:
 
 
 def model_layout(cfg: dict) -> tuple[str, str]:
-    """Whose row semantics a model file follows, and why: ``(layout, reason)``.
-
-    ``ultralytics`` (yololab's own files and Ultralytics'): a file with ``scales`` or without ``anchors``.
-    ``yolov7``: ``anchors:`` without ``scales`` and a module only YOLOv7 uses (IDetect, RepConv, SPPCSPC, MP, ...);
-    there ``Conv`` rows are ``[c2, k, s, p, g, act]``. ``yolov5``: other files with ``anchors:`` and no ``scales``
-    (the YOLOv5 repository's, ``Conv`` ``[c2, k, s, p, g, d, act]``). A top-level ``layout:`` key overrides.
-    """
-    given = cfg.get("layout")
-    if given is not None:
-        if given not in LAYOUTS:
-            raise ModelConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {given!r}")
-        return given, "set by the file's 'layout:' key"
-    if cfg.get("scales") or "anchors" not in cfg:
-        return "ultralytics", "a file with 'scales' or without 'anchors'"
-    names = {r[2] for r in list(cfg.get("backbone") or []) + list(cfg.get("head") or [])
-             if isinstance(r, list) and len(r) == 4 and isinstance(r[2], str)}
-    marks = [m for m in YOLOV7_MODULES if m in names]
-    if marks:
-        return "yolov7", f"'anchors:' without 'scales' and YOLOv7 modules ({', '.join(marks)})"
-    return "yolov5", "'anchors:' without 'scales' and no YOLOv7-only module"
+    """``(layout, reason)``: whose row semantics the file follows (``cfg.layout.model_layout``)."""
+    try:
+        return layout_of(cfg)
+    except ValueError as e:
+        raise ModelConfigError(f"{cfg.get('yaml_file', 'model')}: {e}") from None
 
 
 def unused_rows(table: list[Row]) -> list[Row]:
