@@ -270,6 +270,7 @@ def model_summary(model: DetectionModel, imgsz: int = 640) -> dict[str, Any]:
         "strides": [int(s) for s in model.stride.tolist()],
         "layout": model.layout[0],
         "unused_rows": [{"index": r.index, "module": r.module, "params": r.params} for r in model.unused_rows()],
+        "reference_differences": model.reference_differences(),
         "rows": rows,
     }
 
@@ -286,6 +287,11 @@ def format_summary(summary: dict[str, Any]) -> str:
                  f"{summary['gflops']:.2f} GFLOPs at {summary['imgsz']}, strides {summary['strides']}")
     if summary["layout"] != "ultralytics":
         lines.append(f"rows read with {summary['layout']} signatures (docs/compatibility.md)")
+    if summary["reference_differences"]:
+        extra = sum(d["extra_params"] for d in summary["reference_differences"])
+        why = sorted({d["why"] for d in summary["reference_differences"]})
+        lines.append(f"the reference code of this file holds {summary['params'] + extra:,} params: {extra:,} more in "
+                     f"layers its forward pass never uses ({'; '.join(why)}), not built here")
     for r in summary["unused_rows"]:
         lines.append(f"warning: row {r['index']} {r['module']} ({r['params']:,} params) feeds nothing: "
                      "built and counted in params, absent from the forward pass")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-LAYOUTS = ("ultralytics", "yolov5", "yolov7")
+LAYOUTS = ("ultralytics", "yololab", "yolov5", "yolov7")
 # Module names only YOLOv7's own files use: with ``anchors:`` and no ``scales``, any of them means the YOLOv7 layout.
 YOLOV7_MODULES = ("IDetect", "IAuxDetect", "RepConv", "ReOrg", "DownC", "Shortcut", "SP", "MP", "SPPCSPC")
 
@@ -17,7 +17,9 @@ YOLOV7_MODULES = ("IDetect", "IAuxDetect", "RepConv", "ReOrg", "DownC", "Shortcu
 def model_layout(cfg: dict[str, Any]) -> tuple[str, str]:
     """``(layout, reason)`` of a model dict.
 
-    ``ultralytics`` (yololab's own files and Ultralytics'): a file with ``scales`` or without ``anchors``.
+    ``yololab``: only by the ``layout: yololab`` key, which yololab's own files carry where a module name means
+    another block elsewhere (our VoVGSCSP vs the Slim-neck authors' YOLOv8-port block of that name).
+    ``ultralytics`` (Ultralytics' files and their forks'): other files with ``scales`` or without ``anchors``.
     ``yolov7``: ``anchors:`` without ``scales`` and a module only YOLOv7 uses (IDetect, RepConv, SPPCSPC, MP, ...).
     ``yolov5``: other files with ``anchors:`` and no ``scales`` (the YOLOv5 repository's). A top-level ``layout:``
     key overrides; a value outside ``LAYOUTS`` is a ``ValueError``.
@@ -28,7 +30,7 @@ def model_layout(cfg: dict[str, Any]) -> tuple[str, str]:
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {given!r}")
         return given, "set by the file's 'layout:' key"
     if cfg.get("scales") or "anchors" not in cfg:
-        return "ultralytics", "a file with 'scales' or without 'anchors'"
+        return "ultralytics", "a file with 'scales' or without 'anchors' and no 'layout:' key"
     marks = [m for m in YOLOV7_MODULES if m in _module_names(cfg)]
     if marks:
         return "yolov7", f"'anchors:' without 'scales' and YOLOv7 modules ({', '.join(marks)})"

@@ -93,6 +93,16 @@ class DetectionModel(nn.Module):
             row.params = sum(p.numel() for p in layer.parameters())
         return self.table
 
+    def reference_differences(self) -> list[dict]:
+        """Rows whose reference code builds more than this model (layers its forward never uses):
+        ``{"index", "module", "extra_params", "why"}`` per row."""
+        out = []
+        for row, layer in zip(self.table, self.model):
+            blocks = [m for m in layer.modules() if callable(getattr(m, "reference_extra_params", None))]
+            for extra, why in (b.reference_extra_params() for b in blocks):
+                out.append({"index": row.index, "module": row.module, "extra_params": extra, "why": why})
+        return out
+
     def unused_rows(self) -> list[Row]:
         """Rows built from the file whose output never reaches the head (absent from the forward pass)."""
         return unused_rows(self.info())
