@@ -268,9 +268,9 @@ def test_yolov7_tiny_official_layout_trains_and_validates(tmp_path):
     model_file = tmp_path / "yolov7-tiny.yaml"
     model_file.write_text(yaml.safe_dump(layouts.yolov7_tiny()))
     trainer = Trainer(tiny_settings(data, tmp_path / "runs", model=str(model_file), epochs=4, imgsz=96,
-                                    optimizer="AdamW", lr0=0.002, warmup_epochs=0, nbs=4, autoanchor=False))
+                                    optimizer="AdamW", lr0=0.002, warmup_epochs=0, nbs=4))
     result = trainer.train()
-    assert trainer.args.mixup == 0.05 and trainer.args.cls == 0.5  # hyp.scratch.tiny applied to the keys not set
+    assert trainer.args.mixup == 0.05 and trainer.args.cls == 0.5 and trainer.args.autoanchor  # hyp.scratch.tiny
     with open(trainer.save_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
     total = [sum(float(r[k]) for k in ("train/box_loss", "train/cls_loss", "train/obj_loss")) for r in rows]
