@@ -23,7 +23,7 @@ from .engine.predictor import predict as predict_source
 from .engine.trainer import Trainer, TrainingError
 from .engine.validator import evaluate_files, validate
 from .nn import DetectionModel
-from .nn.registry import registered, torch_allowed
+from .nn.registry import layout_registered, registered, torch_allowed
 from .plugins import load_plugins
 from .utils import dist
 from .utils.files import run_dir
@@ -127,7 +127,8 @@ def modules(s: Settings) -> dict[str, Any]:
     specs = registered()
     flags = {n: "".join(f for f, on in (("c", sp.takes_c1), ("w", sp.scales_c2), ("n", sp.takes_repeats)) if on)
              for n, sp in specs.items()}
-    return {"modules": {n: sp.description for n, sp in specs.items()}, "flags": flags, "torch": torch_allowed()}
+    return {"modules": {n: sp.description for n, sp in specs.items()}, "flags": flags, "torch": torch_allowed(),
+            "layout_modules": {n: sp.description for n, sp in layout_registered().items()}}
 
 
 def check_data(s: Settings) -> dict[str, Any]:
@@ -285,7 +286,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     scale = f" (scale {summary['scale']})" if summary["scale"] else ""
     lines.append(f"{Path(summary['model']).name}{scale}: {summary['layers']} layers, {summary['params']:,} params, "
                  f"{summary['gflops']:.2f} GFLOPs at {summary['imgsz']}, strides {summary['strides']}")
-    if summary["layout"] != "ultralytics":
+    if summary["layout"] not in ("ultralytics", "yololab"):
         lines.append(f"rows read with {summary['layout']} signatures (docs/compatibility.md)")
     if summary["reference_differences"]:
         extra = sum(d["extra_params"] for d in summary["reference_differences"])

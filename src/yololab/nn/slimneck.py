@@ -191,8 +191,9 @@ class VoVGSCSPCV5(VoVGSCSPV5):
 
 @register("VoVGSCSP", layout="ultralytics", takes_repeats=True)
 class VoVGSCSPV8(nn.Module):
-    """VoV-GSCSP of the authors' YOLOv8 port, another block under the same name: a 1x1 conv into a C2f of ``n``
-    bottlenecks, and a 3x3 GSConv cross branch, concatenated, 1x1 out (``c_ = c2 * e``).
+    """VoV-GSCSP of the authors' YOLOv8 port, another block under the same name.
+
+    A 1x1 conv into a C2f of ``n`` bottlenecks, and a 3x3 GSConv cross branch, concatenated, 1x1 out (``c_ = c2 * e``).
 
     The port builds its C2f with one bottleneck whatever ``n`` is (``n`` honoured here).
     """
@@ -211,8 +212,10 @@ class VoVGSCSPV8(nn.Module):
 
 @register("VoVGSCSPC", layout="ultralytics", takes_repeats=True)
 class VoVGSCSPCV8(VoVGSCSPV8):
-    """VoV-GSCSPC of the authors' YOLOv8 port: computes exactly its VoV-GSCSP (the port also builds a
-    GSBottleneckC that its forward never uses; not built here)."""
+    """VoV-GSCSPC of the authors' YOLOv8 port, which computes exactly its VoV-GSCSP.
+
+    The port also builds a GSBottleneckC that its forward never uses; it is not built here.
+    """
 
     def reference_extra_params(self) -> tuple[int, str]:
         """Params of the port's unused GSBottleneckC(c_, c_, 3, 1)."""
