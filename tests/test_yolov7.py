@@ -42,10 +42,12 @@ def test_official_layouts_build_the_official_parameter_count(name):
     assert isinstance(model.head, IAuxDetect if p6 else IDetect) and not model.unused_rows()
 
 
-@pytest.mark.parametrize("name", ["yolov7_e6", "yolov7_d6"])
-def test_the_other_p6_layouts_build(name):
+@pytest.mark.parametrize(("name", "params"), [("yolov7_e6", 111_898_292), ("yolov7_d6", 154_709_364)])
+def test_the_other_p6_layouts_build(name, params):
+    """Counts of the official code, run locally (docs/compatibility.md)."""
     model = DetectionModel(getattr(layouts, name)())
     assert isinstance(model.head, IAuxDetect) and model.head.nl == 4 and len(model.head.m2) == 4
+    assert count_params(model) == params
 
 
 def test_iauxdetect_infers_and_exports_with_the_lead_head_only():
