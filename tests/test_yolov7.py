@@ -17,6 +17,7 @@ from torch import nn
 import yolov7_layouts as layouts
 from model_checks import assert_fuses_and_exports, randomize_batchnorms
 from tiny_training import tiny_dataset, tiny_settings
+from yololab.anchor_loss import AnchorDetectionLoss, match_anchors, ota_assign
 from yololab.cfg import command_keys
 from yololab.cfg.recipe import load_recipe, recipe_name
 from yololab.cli import main
@@ -245,7 +246,7 @@ HYP_SCRATCH_P5 = {**HYP_SCRATCH_TINY, "lrf": 0.1, "cls": 0.3, "obj": 0.7, "trans
                   "mixup": 0.15}
 HYP_SCRATCH_P6 = {**HYP_SCRATCH_P5, "lrf": 0.2}
 YOLOV7_TRAIN_PY = {"optimizer": "SGD", "cos_lr": True, "nbs": 64, "warmup_min_iters": 1000, "close_mosaic": 0,
-                   "label_smoothing": 0.0, "autoanchor": True}
+                   "label_smoothing": 0.0, "autoanchor": True, "loss_ota": True}
 
 
 @pytest.mark.parametrize(("name", "recipe", "hyp"), [("yolov7_tiny", "yolov7-tiny", HYP_SCRATCH_TINY),
@@ -273,8 +274,45 @@ def test_yolov7_tiny_official_layout_trains_and_validates(tmp_path):
                                     optimizer="AdamW", lr0=0.002, warmup_epochs=0, nbs=4))
     result = trainer.train()
     assert trainer.args.mixup == 0.05 and trainer.args.cls == 0.5 and trainer.args.autoanchor  # hyp.scratch.tiny
+    assert trainer.loss_fn.ota
     with open(trainer.save_dir / "results.csv") as f:
         rows = list(csv.DictReader(f))
     total = [sum(float(r[k]) for k in ("train/box_loss", "train/cls_loss", "train/obj_loss")) for r in rows]
     assert len(rows) == 4 and total[-1] < total[0]
     assert 0 <= result["map"] <= 1
+
+
+def _ota_case(seed: int = 0):
+    torch.manual_seed(seed)
+    model = DetectionModel(layouts.yolov7_tiny(), nc=3)
+    feats = [torch.randn(2, 3 * 8, s, s, requires_grad=True) for s in (8, 4, 2)]
+    batch = {"batch_idx": torch.tensor([0.0, 0.0, 1.0]), "cls": torch.tensor([0.0, 2.0, 1.0]),
+             "bboxes": torch.tensor([[0.3, 0.3, 0.2, 0.25], [0.7, 0.6, 0.4, 0.3], [0.5, 0.5, 0.6, 0.5]])}
+    return model, feats, batch
+
+
+def test_ota_assigns_each_candidate_to_at_most_one_target_and_every_target_at_least_one():
+    model, feats, batch = _ota_case()
+    loss = AnchorDetectionLoss(model, ota=True)
+    targets = torch.cat((batch["batch_idx"][:, None], batch["cls"][:, None], batch["bboxes"]), 1)
+    preds = [f.view(2, 3, 8, *f.shape[2:]).permute(0, 1, 3, 4, 2) for f in feats]
+    matched = [match_anchors(targets, loss.anchors[i], p.shape[2:4]) for i, p in enumerate(preds)]
+    chosen = ota_assign(matched, preds, loss.anchors, targets)
+    n_matched, n_chosen = sum(len(t.image) for t in matched), sum(len(t.image) for t in chosen)
+    assert 0 < n_chosen <= n_matched
+    for image, cls in ((0, {0, 2}), (1, {1})):  # every target of every image keeps at least one positive
+        assert {int(c) for t in chosen for c in t.cls[t.image == image]} == cls
+    for t, pred in zip(chosen, preds):  # each positive carries its own target's class and size (grid units)
+        h, w = pred.shape[2:4]
+        wanted = {(int(r[0]), int(r[1]), round(float(r[4]) * w, 4), round(float(r[5]) * h, 4)) for r in targets}
+        got = {(int(i), int(c), round(float(b[2]), 4), round(float(b[3]), 4)) for i, c, b in zip(t.image, t.cls, t.box)}
+        assert got <= wanted
+
+
+def test_ota_loss_is_finite_differs_from_the_plain_assignment_and_backpropagates():
+    model, feats, batch = _ota_case()
+    plain, _ = AnchorDetectionLoss(model)(feats, batch)
+    total, parts = AnchorDetectionLoss(model, ota=True)(feats, batch)
+    assert torch.isfinite(total) and parts.shape == (3,) and not torch.isclose(total, plain)
+    total.backward()
+    assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in feats)
