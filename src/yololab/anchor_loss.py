@@ -66,7 +66,7 @@ def ota_assign(levels: list[LevelTargets], preds: list[torch.Tensor], anchors: t
     """YOLOv7's OTA assignment: among the candidates ``match_anchors`` found (all levels), each target takes its
     ``k`` cheapest, ``k`` = the sum of its ``top_candidates`` best IoUs with the candidates' predicted boxes (at least
     1); cost = class BCE of sqrt(objectness x class probability) + ``iou_weight`` x -log IoU. A candidate chosen by
-    several targets keeps the cheapest. Returns per level the chosen candidates with their target's box and class.
+    several targets goes to the target for which it is cheapest (among all of its image's targets, as in YOLOv7). Returns per level the chosen candidates with their target's box and class.
 
     ``preds``: per level (B, na, H, W, 5 + nc) raw outputs; ``anchors`` (levels, na, 2) in grid units; ``targets``
     (n, 6) image, class, normalized xywh. Boxes are compared in normalized image units (IoU is scale-free).
@@ -90,8 +90,8 @@ def ota_assign(levels: list[LevelTargets], preds: list[torch.Tensor], anchors: t
         chosen = torch.zeros_like(cost, dtype=torch.bool)
         for r in range(len(rows)):
             chosen[r, cost[r].topk(min(int(k[r]), cost.shape[1]), largest=False).indices] = True
-        taken = chosen.any(0)
-        best = torch.where(chosen, cost, torch.full_like(cost, float("inf"))).argmin(0)
+        taken, shared = chosen.any(0), chosen.sum(0) > 1
+        best = torch.where(shared, cost.argmin(0), chosen.float().argmax(0))  # shared: the cheapest of all targets
         keep[cols[taken]] = True
         owner[cols[taken]] = rows[best[taken]]
     return _ota_levels(levels, cand, keep, owner, targets, preds)
