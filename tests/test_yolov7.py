@@ -316,3 +316,24 @@ def test_ota_loss_is_finite_differs_from_the_plain_assignment_and_backpropagates
     assert torch.isfinite(total) and parts.shape == (3,) and not torch.isclose(total, plain)
     total.backward()
     assert all(f.grad is not None and f.grad.abs().sum() > 0 for f in feats)
+
+
+def test_iauxdetect_trains_its_auxiliary_heads_with_the_lead_guided_assignment():
+    torch.manual_seed(0)
+    model = DetectionModel(layouts.yolov7_w6(), nc=2).train()
+    feats = model(torch.rand(2, 3, 128, 128))
+    assert len(feats) == 8 and [f.shape[-1] for f in feats] == [16, 8, 4, 2] * 2  # lead maps, then auxiliary maps
+    batch = {"batch_idx": torch.tensor([0.0, 1.0]), "cls": torch.tensor([0.0, 1.0]),
+             "bboxes": torch.tensor([[0.4, 0.4, 0.3, 0.3], [0.6, 0.5, 0.2, 0.4]])}
+    total, _ = AnchorDetectionLoss(model, ota=True)(feats, batch)
+    total.backward()
+    assert all(conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0 for conv in model.head.m2)
+    lead_only, _ = AnchorDetectionLoss(model, ota=True)([f.detach() for f in feats[:4]], batch)
+    assert lead_only.item() < total.item()  # the auxiliary terms add to the lead loss
+
+
+def test_auxiliary_candidates_reach_all_four_neighbour_cells():
+    targets = torch.tensor([[0.0, 0.0, 0.53, 0.47, 0.1, 0.1]])
+    anchors = torch.tensor([[0.8, 0.8]])
+    assert len(match_anchors(targets, anchors, (8, 8)).image) == 3  # own cell and the two nearer neighbours
+    assert len(match_anchors(targets, anchors, (8, 8), reach=1.0).image) == 5

@@ -17,6 +17,8 @@ OBJECTNESS_BALANCE = {3: (4.0, 1.0, 0.4)}
 OBJECTNESS_BALANCE_DEEP = (4.0, 1.0, 0.25, 0.06, 0.02)
 # Cell offsets tried for every matched target: its own cell, then left, up, right, down (in units of half a cell).
 NEIGHBOUR_OFFSETS = ((0, 0), (1, 0), (0, 1), (-1, 0), (0, -1))
+# Weight of the auxiliary heads' losses (YOLOv7's IAuxDetect training).
+AUX_WEIGHT = 0.25
 
 
 @dataclass
@@ -31,14 +33,15 @@ class LevelTargets:
     box: torch.Tensor
 
 
-def match_anchors(targets: torch.Tensor, anchors: torch.Tensor, grid_hw: tuple[int, int], anchor_t: float = 4.0
-                  ) -> LevelTargets:
+def match_anchors(targets: torch.Tensor, anchors: torch.Tensor, grid_hw: tuple[int, int], anchor_t: float = 4.0,
+                  reach: float = 0.5) -> LevelTargets:
     """Assign targets to the anchors of one level and to their cell plus the two nearest neighbour cells.
 
     ``targets`` (n, 6) = image, class, x, y, w, h (normalized xywh); ``anchors`` (na, 2) in grid units of this level.
     A target matches an anchor when neither its width nor its height ratio to the anchor exceeds ``anchor_t`` (either
     way). Each match also goes to the horizontal and the vertical neighbour cell nearer to the target's centre (the
-    cell whose border is less than half a cell away), unless that neighbour is outside the grid.
+    cell whose border is less than half a cell away), unless that neighbour is outside the grid. ``reach`` = 1.0 takes
+    all four neighbours inside the grid (YOLOv7's candidates for its auxiliary heads).
     """
     h, w = grid_hw
     gain = torch.tensor([w, h, w, h], dtype=targets.dtype, device=targets.device)
@@ -46,12 +49,12 @@ def match_anchors(targets: torch.Tensor, anchors: torch.Tensor, grid_hw: tuple[i
     ratio = boxes[None, :, 2:4] / anchors[:, None]  # (na, n, 2)
     anchor, target = (torch.maximum(ratio, 1 / ratio).amax(2) < anchor_t).nonzero(as_tuple=True)
     xy, inverse = boxes[target, :2], gain[:2] - boxes[target, :2]
-    near_low = (xy % 1 < 0.5) & (xy > 1)  # left / upper neighbour is the closer one
-    near_high = (inverse % 1 < 0.5) & (inverse > 1)  # right / lower neighbour
+    near_low = (xy % 1 < reach) & (xy > 1)  # left / upper neighbour within reach
+    near_high = (inverse % 1 < reach) & (inverse > 1)  # right / lower neighbour
     use = torch.stack((torch.ones_like(near_low[:, 0]), near_low[:, 0], near_low[:, 1], near_high[:, 0],
                        near_high[:, 1]))
     offset_id, pair = use.nonzero(as_tuple=True)
-    offsets = torch.tensor(NEIGHBOUR_OFFSETS, dtype=boxes.dtype, device=boxes.device) * 0.5
+    offsets = torch.tensor(NEIGHBOUR_OFFSETS, dtype=boxes.dtype, device=boxes.device) * reach
     centre = xy[pair] - offsets[offset_id]
     cell = centre.long()
     box = torch.cat((xy[pair] - cell, boxes[target[pair], 2:4]), 1)
@@ -168,13 +171,28 @@ class AnchorDetectionLoss(nn.Module):
         targets = torch.cat((batch["batch_idx"].view(-1, 1), batch["cls"].view(-1, 1), batch["bboxes"].view(-1, 4)),
                             1).to(device=device, dtype=torch.float)
         anchors = self.anchors.to(device)
-        loss_box = loss_cls = loss_obj = feats[0].new_zeros(())
         preds = [f.view(f.shape[0], self.na, 5 + self.nc, *f.shape[2:]).permute(0, 1, 3, 4, 2) for f in feats]
-        matched = [match_anchors(targets, anchors[i], p.shape[2:4], self.anchor_t) for i, p in enumerate(preds)]
+        lead, aux = preds[:self.nl], preds[self.nl:]
+        matched = [match_anchors(targets, anchors[i], p.shape[2:4], self.anchor_t) for i, p in enumerate(lead)]
+        top = 20 if aux else 10  # YOLOv7 sums the 20 best IoUs for k in models with auxiliary heads
         if self.ota:
-            matched = ota_assign(matched, preds, anchors, targets)
-        for i, (pred, t) in enumerate(zip(preds, matched)):  # pred (B, na, H, W, 5 + nc)
-            target_obj = torch.zeros(pred.shape[:4], device=device)
+            matched = ota_assign(matched, lead, anchors, targets, top)
+        losses = self._level_losses(lead, matched, anchors)
+        if aux:  # IAuxDetect in training: wider candidates, assigned on the lead predictions, weighted AUX_WEIGHT
+            matched = [match_anchors(targets, anchors[i], p.shape[2:4], self.anchor_t, reach=1.0)
+                       for i, p in enumerate(lead)]
+            if self.ota:
+                matched = ota_assign(matched, lead, anchors, targets, top)
+            losses = losses + AUX_WEIGHT * self._level_losses(aux, matched, anchors)
+        parts = losses * losses.new_tensor(self.gains)
+        return parts.sum() * feats[0].shape[0], parts.detach()
+
+    def _level_losses(self, preds: list[torch.Tensor], matched: list[LevelTargets], anchors: torch.Tensor
+                      ) -> torch.Tensor:
+        """(box, cls, obj) losses summed over levels, before gains; ``preds`` per level (B, na, H, W, 5 + nc)."""
+        loss_box = loss_cls = loss_obj = preds[0].new_zeros(())
+        for i, (pred, t) in enumerate(zip(preds, matched)):
+            target_obj = torch.zeros(pred.shape[:4], device=pred.device)
             if t.image.numel():
                 p = pred[t.image, t.anchor, t.cell[:, 1], t.cell[:, 0]]  # (n, 5 + nc)
                 xy = p[:, :2].sigmoid() * 2 - 0.5
@@ -184,8 +202,7 @@ class AnchorDetectionLoss(nn.Module):
                 target_obj[t.image, t.anchor, t.cell[:, 1], t.cell[:, 0]] = iou.detach().clamp(0)
                 if self.nc > 1:  # a single class is all objectness
                     target_cls = torch.full_like(p[:, 5:], self.cls_negative)
-                    target_cls[torch.arange(len(t.cls), device=device), t.cls] = self.cls_positive
+                    target_cls[torch.arange(len(t.cls), device=pred.device), t.cls] = self.cls_positive
                     loss_cls = loss_cls + focal_bce(p[:, 5:], target_cls, self.fl_gamma)
             loss_obj = loss_obj + focal_bce(pred[..., 4], target_obj, self.fl_gamma) * self.balance[i]
-        parts = torch.stack((loss_box * self.gains[0], loss_cls * self.gains[1], loss_obj * self.gains[2]))
-        return parts.sum() * feats[0].shape[0], parts.detach()
+        return torch.stack((loss_box, loss_cls, loss_obj))

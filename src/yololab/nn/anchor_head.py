@@ -89,7 +89,10 @@ class AnchorDetect(nn.Module):
 
     def init_biases(self) -> None:
         """Objectness prior of 8 objects per 640 image and class prior 0.6 / nc (YOLOv5's initialisation)."""
-        for conv, s in zip(self.m, self.stride.tolist()):
+        self._prior_biases(self.m)
+
+    def _prior_biases(self, convs: nn.ModuleList) -> None:
+        for conv, s in zip(convs, self.stride.tolist()):
             b = conv.bias.data.view(self.na, self.no)
             b[:, 4] += math.log(8 / (640 / s) ** 2)
             b[:, 5:] += math.log(0.6 / (self.nc - 0.99999))
@@ -176,8 +179,9 @@ class IAuxDetect(IDetect):
     """YOLOv7's P6 head: the ``IDetect`` lead head on the first half of its inputs, plain 1x1 auxiliary heads
     (``m2``) on the second half.
 
-    The auxiliary heads exist for training-time deep supervision; inference, ``fuse()`` and export use the lead head
-    only (``fuse()`` drops ``m2``). yololab's loss does not train the auxiliary heads yet (no lead-guided assignment).
+    In training mode the output is the lead maps followed by the auxiliary maps, which the anchor loss trains with
+    YOLOv7's lead-guided assignment (weight 0.25); inference, ``fuse()`` and export use the lead head only (``fuse()``
+    drops ``m2``).
     """
 
     def __init__(self, nc: int = 80, anchors: list[list[float]] | int = 3, ch: list[int] = ()):
@@ -186,7 +190,15 @@ class IAuxDetect(IDetect):
         self.m2 = nn.ModuleList(nn.Conv2d(c, self.na * self.no, 1) for c in ch[levels:])
 
     def forward(self, x: list[torch.Tensor]) -> list[torch.Tensor] | torch.Tensor:
-        return super().forward(x[:self.nl])
+        lead = super().forward(x[:self.nl])
+        if not self.training or self.m2 is None:
+            return lead
+        return lead + [conv(f) for conv, f in zip(self.m2, x[self.nl:])]  # lead maps, then auxiliary maps
+
+    def init_biases(self) -> None:
+        """YOLOv5's bias priors for the lead and the auxiliary convs."""
+        super().init_biases()
+        self._prior_biases(self.m2)
 
     def set_strides(self, strides: torch.Tensor) -> None:
         """Strides of the lead levels (the auxiliary inputs repeat them)."""
