@@ -128,3 +128,13 @@ def test_port_variants_fuse_and_export(cfg, tmp_path):
         warnings.simplefilter("ignore", UserWarning)  # yolov8-sn's dead row (tested above)
         model = DetectionModel(cfg)
     assert_fuses_and_exports(model, tmp_path, imgsz=64)
+
+
+@pytest.mark.parametrize(("block", "n", "difference"), [(VoVGSCSPCV5, 1, 36_992), (VoVGSCSPCV5, 3, 13_344),
+                                                      (VoVGSCSPV5, 3, 36_992), (VoVGSCSPV8, 1, 0),
+                                                      (VoVGSCSPV8, 3, -41_216), (VoVGSCSPCV8, 1, 12_336),
+                                                      (VoVGSCSPCV8, 3, -28_880)])
+def test_reference_differences_count_the_ports_dead_layers_and_ignored_repeats(block, n, difference):
+    """The authors' code's parameter count minus ours for (c1, c2) = (64, 128); the values were read from their code
+    (run locally): dead 'res' / 'gsb' layers, one bottleneck built whatever n is."""
+    assert block(64, 128, n).reference_extra_params()[0] == difference

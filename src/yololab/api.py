@@ -291,8 +291,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary["reference_differences"]:
         extra = sum(d["extra_params"] for d in summary["reference_differences"])
         why = sorted({d["why"] for d in summary["reference_differences"]})
-        lines.append(f"the reference code of this file holds {summary['params'] + extra:,} params: {extra:,} more in "
-                     f"layers its forward pass never uses ({'; '.join(why)}), not built here")
+        lines.append(f"the reference code of this file holds {summary['params'] + extra:,} params ({extra:+,}): "
+                     f"{'; '.join(why)}; built here as the file means (no dead layers, n honoured)")
     for r in summary["unused_rows"]:
         lines.append(f"warning: row {r['index']} {r['module']} ({r['params']:,} params) feeds nothing: "
                      "built and counted in params, absent from the forward pass")

@@ -94,13 +94,14 @@ class DetectionModel(nn.Module):
         return self.table
 
     def reference_differences(self) -> list[dict]:
-        """Rows whose reference code builds more than this model (layers its forward never uses):
-        ``{"index", "module", "extra_params", "why"}`` per row."""
+        """Rows whose reference code holds another parameter count than this model (layers its forward never uses,
+        repeats it ignores): ``{"index", "module", "extra_params", "why"}`` per row, ``extra_params`` = theirs - ours."""
         out = []
         for row, layer in zip(self.table, self.model):
             blocks = [m for m in layer.modules() if callable(getattr(m, "reference_extra_params", None))]
             for extra, why in (b.reference_extra_params() for b in blocks):
-                out.append({"index": row.index, "module": row.module, "extra_params": extra, "why": why})
+                if extra:
+                    out.append({"index": row.index, "module": row.module, "extra_params": extra, "why": why})
         return out
 
     def unused_rows(self) -> list[Row]:

@@ -173,7 +173,7 @@ class VoVGSCSPV5(VoVGSCSP):
     bottleneck = GSBottleneckV5
 
     def reference_extra_params(self) -> tuple[int, str]:
-        """Params the port's code builds beyond this module, and why."""
+        """Params the port's code holds beyond this module (negative: fewer), and why."""
         c_ = self.cv1.conv.out_channels
         return 9 * c_ * c_ + 2 * c_, "unused 3x3 conv 'res' of the authors' YOLOv5 port"
 
@@ -187,6 +187,14 @@ class VoVGSCSPCV5(VoVGSCSPV5):
 
     bottleneck = GSBottleneckCV5
     bottleneck_args = {"k": 1, "e": 0.5}
+
+    def reference_extra_params(self) -> tuple[int, str]:
+        """The unused ``res`` conv, less the bottlenecks beyond the one the port builds whatever ``n`` is."""
+        res, why = super().reference_extra_params()
+        if len(self.gsb) == 1:
+            return res, why
+        missing = sum(p.numel() for block in self.gsb[1:] for p in block.parameters())
+        return res - missing, f"{why}; it builds 1 of the n={len(self.gsb)} cheap bottlenecks"
 
 
 @register("VoVGSCSP", layout="ultralytics", takes_repeats=True)
@@ -209,6 +217,14 @@ class VoVGSCSPV8(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cv3(torch.cat((self.gc2(x), self.m(self.cv1(x))), 1))
 
+    def reference_extra_params(self) -> tuple[int, str]:
+        """Params the port's code holds beyond this module: less the C2f bottlenecks beyond the one it builds."""
+        c_ = self.cv1.conv.out_channels
+        ours = sum(p.numel() for p in self.m.parameters())
+        theirs = sum(p.numel() for p in C2f(c_, c_, 1, True).parameters())
+        n = len(self.m.m)
+        return theirs - ours, f"the authors' YOLOv8 port builds 1 of the n={n} C2f bottlenecks" if n > 1 else ""
+
 
 @register("VoVGSCSPC", layout="ultralytics", takes_repeats=True)
 class VoVGSCSPCV8(VoVGSCSPV8):
@@ -218,9 +234,10 @@ class VoVGSCSPCV8(VoVGSCSPV8):
     """
 
     def reference_extra_params(self) -> tuple[int, str]:
-        """Params of the port's unused GSBottleneckC(c_, c_, 3, 1)."""
-        c_ = self.cv1.conv.out_channels
-        return _v8_cheap_bottleneck_params(c_), "unused GSBottleneckC 'gsb' of the authors' YOLOv8 port"
+        """The port's unused GSBottleneckC(c_, c_, 3, 1), less the C2f bottlenecks beyond the one it builds."""
+        fewer, why = super().reference_extra_params()
+        dead = _v8_cheap_bottleneck_params(self.cv1.conv.out_channels)
+        return dead + fewer, "; ".join(w for w in ("unused GSBottleneckC 'gsb' of the authors' YOLOv8 port", why) if w)
 
 
 def _v8_cheap_bottleneck_params(c: int) -> int:
