@@ -2,7 +2,7 @@
 
 Usage: ``.venv/bin/python benchmarks/gradient_path_table.py [--runs 5] [--rounds 1] [--threads N] [--no-latency]``
 
-1. Layout: our ``yolov7.yaml`` (one row per ELAN / MP / SPPCSPC) next to the official YOLOv7 layout
+1. Layout: our ``yolov7-af.yaml`` (one row per ELAN / MPConv / SPPCSPC) next to the official YOLOv7 layout
    written out row by row as YOLOv7's config has it (explicit Conv / Concat / max-pool rows, built by
    ``official_yolov7_cfg`` from the official row list). Output channels and strides are measured
    on both models; the official model's weights are then copied into ours by position and the
@@ -24,13 +24,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from yololab.nn import DetectionModel
 from yololab.utils.profile import count_params
 
-COMPARED = ["yolov8n", "yolov8n-elan", "yolov8n-prn", "yolov8s", "yolov8s-elan", "yolov8s-prn", "yolov7-tiny",
-            "yolov7"]
+COMPARED = ["yolov8n", "yolov8n-elan", "yolov8n-prn", "yolov8s", "yolov8s-elan", "yolov8s-prn", "yolov7-tiny-af",
+            "yolov7-af"]
 # Published totals (YOLOv7 paper, Table 2; MS COCO, 640): params, GFLOPs, with YOLOv7's IDetect head.
-PUBLISHED = {"yolov7.yaml": (36.9e6, 104.7), "yolov7-tiny.yaml": (6.2e6, 13.8)}
-IDETECT_CHANNELS = {"yolov7.yaml": (256, 512, 1024), "yolov7-tiny.yaml": (128, 256, 512)}
+PUBLISHED = {"yolov7-af.yaml": (36.9e6, 104.7), "yolov7-tiny-af.yaml": (6.2e6, 13.8)}
+IDETECT_CHANNELS = {"yolov7-af.yaml": (256, 512, 1024), "yolov7-tiny-af.yaml": (128, 256, 512)}
 
-# Our yolov7.yaml row -> the official rows whose outputs, concatenated, equal our row's output.
+# Our yolov7-af.yaml row -> the official rows whose outputs, concatenated, equal our row's output.
 # Neck MP rows have no single official output row: their output is the official [stride-2 conv, pool conv] pair,
 # which the official config concatenates with the same-scale feature in its next row.
 OUR_TO_OFFICIAL = {
@@ -120,7 +120,7 @@ def _official_ranges() -> dict[int, str]:
 
 def layout_table(imgsz: int = 256) -> tuple[str, bool]:
     """Markdown table of our yolov7 rows vs the official rows (with the weight-copy check); also whether all agree."""
-    ours, official = DetectionModel("yolov7.yaml"), DetectionModel(official_yolov7_cfg())
+    ours, official = DetectionModel("yolov7-af.yaml"), DetectionModel(official_yolov7_cfg())
     ours_shapes, official_shapes = row_shapes(ours, imgsz), row_shapes(official, imgsz)
     lines = ["| our row | module | official rows | official output rows | ours: ch / stride | official: ch / stride "
              "| agree |", "|---|---|---|---|---|---|---|"]
@@ -188,7 +188,7 @@ def main() -> None:
     start(args)
     torch.manual_seed(0)
     table, agree = layout_table()
-    print(f"## yolov7.yaml vs the official YOLOv7 rows (all agree: {agree})\n\n{table}\n")
+    print(f"## yolov7-af.yaml vs the official YOLOv7 rows (all agree: {agree})\n\n{table}\n")
     print(f"## YOLOv7 cost vs published\n\n{yolov7_cost_table()}\n")
     latency = latencies(COMPARED, args, warmup=1)
     print(f"## YOLOv8 vs ELAN / PRN variants\n\n{comparison_table(latency)}")

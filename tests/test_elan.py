@@ -1,4 +1,4 @@
-"""ELAN, ELAN-H, E-ELAN (paper and YOLOv7-code forms), MP, SPPCSPC and the YOLOv7-style configs."""
+"""ELAN, ELAN-H, E-ELAN (paper and YOLOv7-code forms), MPConv, SPPCSPC and the YOLOv7-style configs."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from torch import nn
 
 from yololab.nn import DetectionModel, ModelConfigError, load_model_yaml
 from yololab.nn.conv import make_act
-from yololab.nn.elan import ELAN, EELAN, MP, SPPCSPC, ConvAct, EELANSum, ELANH
+from yololab.nn.elan import ELAN, EELAN, MPConv, SPPCSPC, ConvAct, EELANSum, ELANH
 from yololab.nn.parse import build_layers
 from model_checks import assert_fuses_and_exports
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = ["yolov7-tiny.yaml", "yolov7.yaml", "yolov8n-elan.yaml", "yolov8n-prn.yaml"]
+CONFIGS = ["yolov7-tiny-af.yaml", "yolov7-af.yaml", "yolov8n-elan.yaml", "yolov8n-prn.yaml"]
 
 
 def _assert_every_param_gets_gradient(module: nn.Module, x: torch.Tensor) -> None:
@@ -99,7 +99,7 @@ def test_eelan_code_form_is_the_sum_of_full_elans():
 
 @pytest.mark.parametrize("size", [16, 15])
 def test_mp_halves_resolution_with_conv_branch_first(size):
-    mp = MP(8, 16).eval()
+    mp = MPConv(8, 16).eval()
     x = torch.randn(2, 8, size, size)
     with torch.no_grad():
         out = mp(x)
@@ -108,7 +108,7 @@ def test_mp_halves_resolution_with_conv_branch_first(size):
         torch.testing.assert_close(out[:, :8], mp.cv3(mp.cv2(x)))
         torch.testing.assert_close(out[:, 8:], mp.cv1(nn.functional.max_pool2d(x, 2, 2, ceil_mode=True)))
     with pytest.raises(ValueError, match="even"):
-        MP(8, 15)
+        MPConv(8, 15)
 
 
 def test_sppcspc_full_and_tiny_channel_arithmetic():
@@ -142,7 +142,7 @@ def test_bad_elan_yaml_row_names_the_row():
 
 
 @pytest.mark.parametrize("module", [
-    ELAN(8, 16, 8, 2, 2), ELAN(8, 16, 4, 3, 2), ELANH(8, 16, 8), EELAN(8, 16, 4), EELANSum(8, 16, 4), MP(8, 16),
+    ELAN(8, 16, 8, 2, 2), ELAN(8, 16, 4, 3, 2), ELANH(8, 16, 8), EELAN(8, 16, 4), EELANSum(8, 16, 4), MPConv(8, 16),
     SPPCSPC(8, 8), SPPCSPC(8, 8, tiny=True), ConvAct(8, 8, 3, 1, "leaky_relu"),
 ], ids=lambda m: type(m).__name__)
 def test_modules_pass_gradient_to_every_parameter(module):
@@ -176,7 +176,7 @@ def _built(cfg: str) -> DetectionModel:
 
 def test_yolov7_row_channels_match_the_official_layout():
     table = _load_gradient_path_table()
-    ours = [row.channels for row in _built("yolov7.yaml").table]
+    ours = [row.channels for row in _built("yolov7-af.yaml").table]
     _, _, official_rows, _ = build_layers(table.official_yolov7_cfg())
     for i, rows in table.OUR_TO_OFFICIAL.items():
         assert ours[i] == sum(official_rows[j].channels for j in rows), f"channels of our row {i}"
@@ -186,7 +186,7 @@ def test_yolov7_matches_the_official_rows_in_strides_and_outputs():
     """Narrowed to width 0.25 (same wiring, 1/16 of the cost): strides agree and copied weights give equal outputs."""
     table = _load_gradient_path_table()
     narrow = {"width_multiple": 0.25}
-    ours = DetectionModel({**load_model_yaml("yolov7.yaml"), **narrow})
+    ours = DetectionModel({**load_model_yaml("yolov7-af.yaml"), **narrow})
     official = DetectionModel({**table.official_yolov7_cfg(), **narrow})
     ours_shapes, official_shapes = table.row_shapes(ours, 64), table.row_shapes(official, 64)
     for i, rows in table.OUR_TO_OFFICIAL.items():
@@ -205,7 +205,7 @@ TINY_OURS = {7: 2, 14: 4, 21: 6, 28: 8, 37: 9, 47: 14, 57: 19, 65: 22, 73: 25, 7
 
 
 def test_yolov7_tiny_stage_outputs_match_the_official_layout_and_use_leaky_relu():
-    model = _built("yolov7-tiny.yaml")
+    model = _built("yolov7-tiny-af.yaml")
     shapes = _load_gradient_path_table().row_shapes(model, 64)
     for official_row, ours in TINY_OURS.items():
         assert shapes[ours] == TINY_OFFICIAL[official_row], f"our row {ours} vs official row {official_row}"

@@ -24,7 +24,7 @@ from .engine.preprocess import check_imgsz
 from .engine.trainer import Trainer, TrainingError
 from .engine.validator import evaluate_files, validate
 from .nn import DetectionModel
-from .nn.registry import registered, torch_allowed
+from .nn.registry import layout_registered, registered, torch_allowed
 from .plugins import load_plugins
 from .utils import dist
 from .utils.files import run_dir
@@ -129,7 +129,8 @@ def modules(s: Settings) -> dict[str, Any]:
     specs = registered()
     flags = {n: "".join(f for f, on in (("c", sp.takes_c1), ("w", sp.scales_c2), ("n", sp.takes_repeats)) if on)
              for n, sp in specs.items()}
-    return {"modules": {n: sp.description for n, sp in specs.items()}, "flags": flags, "torch": torch_allowed()}
+    return {"modules": {n: sp.description for n, sp in specs.items()}, "flags": flags, "torch": torch_allowed(),
+            "layout_modules": {n: sp.description for n, sp in layout_registered().items()}}
 
 
 def check_data(s: Settings) -> dict[str, Any]:
@@ -278,6 +279,9 @@ def model_summary(model: DetectionModel, imgsz: int = 640) -> dict[str, Any]:
         "params": count_params(model),
         "gflops": round(count_gflops(model, imgsz), 4),
         "strides": [int(s) for s in model.stride.tolist()],
+        "layout": model.layout[0],
+        "unused_rows": [{"index": r.index, "module": r.module, "params": r.params} for r in model.unused_rows()],
+        "reference_differences": model.reference_differences(),
         "rows": rows,
     }
 
@@ -292,4 +296,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     scale = f" (scale {summary['scale']})" if summary["scale"] else ""
     lines.append(f"{Path(summary['model']).name}{scale}: {summary['layers']} layers, {summary['params']:,} params, "
                  f"{summary['gflops']:.2f} GFLOPs at {summary['imgsz']}, strides {summary['strides']}")
+    if summary["layout"] not in ("ultralytics", "yololab"):
+        lines.append(f"rows read with {summary['layout']} signatures (docs/compatibility.md)")
+    if summary["reference_differences"]:
+        extra = sum(d["extra_params"] for d in summary["reference_differences"])
+        why = sorted({d["why"] for d in summary["reference_differences"]})
+        lines.append(f"the reference code of this file holds {summary['params'] + extra:,} params ({extra:+,}): "
+                     f"{'; '.join(why)}; built here as the file means (no dead layers, n honoured)")
+    for r in summary["unused_rows"]:
+        lines.append(f"warning: row {r['index']} {r['module']} ({r['params']:,} params) feeds nothing: "
+                     "built and counted in params, absent from the forward pass")
     return "\n".join(lines)

@@ -121,10 +121,11 @@ class DetectionLoss(nn.Module):
 def build_loss(model: nn.Module, hyp: dict) -> nn.Module:
     """The loss that fits the model's head, with its gains from the settings ``hyp``.
 
-    Anchor-based heads read ``box``, ``cls``, ``obj``, ``anchor_t``, ``label_smoothing``, ``fl_gamma`` and ``imgsz``
-    (keys not in ``hyp`` take YOLOv5's values); the anchor-free head reads ``box``, ``cls`` and ``dfl``.
+    Anchor-based heads read ``box``, ``cls``, ``obj``, ``anchor_t``, ``label_smoothing``, ``fl_gamma``, ``imgsz`` and
+    ``loss_ota`` (keys not in ``hyp`` take YOLOv5's values); the anchor-free head reads ``box``, ``cls`` and ``dfl``.
     """
     if isinstance(model.head, AnchorDetect):
         keys = ("box", "cls", "obj", "anchor_t", "label_smoothing", "fl_gamma", "imgsz")
-        return AnchorDetectionLoss(model, **{k: float(hyp[k]) for k in keys if hyp.get(k) is not None})
+        gains = {k: float(hyp[k]) for k in keys if hyp.get(k) is not None}
+        return AnchorDetectionLoss(model, **gains, ota=bool(hyp.get("loss_ota") or False))
     return DetectionLoss(model, box=float(hyp["box"]), cls=float(hyp["cls"]), dfl=float(hyp["dfl"]))

@@ -7,13 +7,18 @@ from typing import Any
 
 import yaml
 
+from .layout import model_layout, yolov7_recipe
+
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
 def recipe_name(model_yaml: dict[str, Any]) -> str | None:
-    """The recipe of a model's family: ``yolov5-anchor`` for anchor-based models (a top-level ``anchors:``), None
-    for the anchor-free families, which train with ``default.yaml``."""
-    return "yolov5-anchor" if model_yaml.get("anchors") is not None else None
+    """The recipe of a model's family: for YOLOv7's own files (``cfg.layout``) ``yolov7-tiny`` / ``-p5`` / ``-p6``,
+    for other anchor-based models (a top-level ``anchors:``) ``yolov5-anchor``, None for the anchor-free families,
+    which train with ``default.yaml``."""
+    if model_yaml.get("anchors") is None:
+        return None
+    return yolov7_recipe(model_yaml) if model_layout(model_yaml)[0] == "yolov7" else "yolov5-anchor"
 
 
 def load_recipe(name: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 from .anchor_head import AnchorDetect
 from .conv import fuse_modules
 from .head import Detect
-from .parse import ModelConfigError, Row, build_layers, load_model_yaml
+from .parse import ModelConfigError, Row, build_layers, load_model_yaml, model_layout, unused_rows
 
 
 class DetectionModel(nn.Module):
@@ -24,6 +25,9 @@ class DetectionModel(nn.Module):
         ch = int(ch or self.yaml.get("ch", 3))
         self.yaml["ch"] = ch
         self.model, self.save, self.table, self.ctx = build_layers(self.yaml, ch)
+        self.layout = model_layout(self.yaml)
+        for row in self.unused_rows():
+            warnings.warn(f"{self.yaml.get('yaml_file', 'model')}: {describe_unused(row)}", stacklevel=2)
         self.nc = int(self.yaml.get("nc", 80))
         self.names = {i: str(i) for i in range(self.nc)}
         self.stride = self._compute_strides(ch)
@@ -65,6 +69,7 @@ class DetectionModel(nn.Module):
             head.stride.copy_(strides)
         elif isinstance(head, AnchorDetect):
             head.set_strides(strides)
+            return head.stride.clone()  # IAuxDetect: the lead levels only
         return strides
 
     def _init_weights(self) -> None:
@@ -87,6 +92,26 @@ class DetectionModel(nn.Module):
         for row, layer in zip(self.table, self.model):
             row.params = sum(p.numel() for p in layer.parameters())
         return self.table
+
+    def reference_differences(self) -> list[dict]:
+        """Rows whose reference code holds another parameter count than this model (layers its forward never uses,
+        repeats it ignores): ``{"index", "module", "extra_params", "why"}`` per row, ``extra_params`` = theirs - ours."""
+        out = []
+        for row, layer in zip(self.table, self.model):
+            blocks = [m for m in layer.modules() if callable(getattr(m, "reference_extra_params", None))]
+            for extra, why in (b.reference_extra_params() for b in blocks):
+                if extra:
+                    out.append({"index": row.index, "module": row.module, "extra_params": extra, "why": why})
+        return out
+
+    def unused_rows(self) -> list[Row]:
+        """Rows built from the file whose output never reaches the head (absent from the forward pass)."""
+        return unused_rows(self.info())
+
+
+def describe_unused(row: Row) -> str:
+    """``row 22 VoVGSCSP (234,368 params) feeds nothing``."""
+    return f"row {row.index} {row.module} ({row.params:,} params) feeds nothing"
 
 
 def _gather(source: int | list[int], x, outputs: list):

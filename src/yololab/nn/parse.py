@@ -1,8 +1,14 @@
-"""YAML model files -> ``nn.Module`` layers, with the Ultralytics row format and scaling semantics."""
+"""YAML model files -> ``nn.Module`` layers, with the Ultralytics row format and scaling semantics.
+
+Files brought from other code bases keep the meaning their rows had there: ``model_layout`` tells an Ultralytics /
+yololab file from the YOLOv5 and YOLOv7 repositories' own files (``cfg/layout.py``, docs/compatibility.md), and
+activations written as constructor calls (``nn.LeakyReLU(0.1)``) are read from an allow-list, never evaluated.
+"""
 
 from __future__ import annotations
 
 import ast
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +17,19 @@ from typing import Any
 import yaml
 from torch import nn
 
+from ..cfg.layout import model_layout as layout_of
 from ..errors import UserError, yaml_error_text
 from ..utils.files import read_text
 from . import registry
 from .registry import BuildContext
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "cfg" / "models"
+LOGGER = logging.getLogger(__name__)
+
+# Activations a YAML may write as a constructor call, e.g. YOLOv7-tiny's ``nn.LeakyReLU(0.1)``.
+ALLOWED_ACTIVATIONS = {"LeakyReLU": nn.LeakyReLU, "SiLU": nn.SiLU, "ReLU": nn.ReLU, "Hardswish": nn.Hardswish,
+                       "Identity": nn.Identity}
+_CALL = re.compile(r"^\s*[A-Za-z_][\w.]*\s*\(.*\)\s*$", re.S)
 
 
 class ModelConfigError(UserError):
@@ -63,6 +76,7 @@ def load_model_yaml(source: str | Path | dict) -> dict:
     if isinstance(source, dict):
         return _checked_model_dict(dict(source), "model dict")
     path, scale = resolve_model_file(source)
+    named_scale = scale is not None and Path(str(source)).name != path.name
     try:
         cfg = yaml.safe_load(read_text(path))
     except yaml.constructor.ConstructorError as e:
@@ -70,6 +84,9 @@ def load_model_yaml(source: str | Path | dict) -> dict:
     except yaml.YAMLError as e:
         raise ModelConfigError(f"{path}: invalid YAML: {yaml_error_text(e)}") from None
     cfg = _checked_model_dict(cfg, str(path))
+    if named_scale and not cfg.get("scales"):
+        raise ModelConfigError(f"model config '{source}' not found, and {path.name} has no 'scales' for the letter "
+                               f"'{scale}' to pick: give the file of that model itself (e.g. YOLOv7's own yolov7x.yaml)")
     cfg.setdefault("scale", scale)
     cfg["yaml_file"] = str(path)
     return cfg
@@ -99,12 +116,67 @@ def _checked_model_dict(cfg: Any, where: str) -> dict:
     return cfg
 
 
+def parse_activation(text: str) -> nn.Module:
+    """``nn.LeakyReLU(0.1)`` -> that module, from ``ALLOWED_ACTIVATIONS`` with literal numeric arguments only.
+
+    The text is parsed, never evaluated; anything else is a ``ModelConfigError`` naming it.
+    """
+    allowed = ", ".join(f"nn.{n}(...)" for n in ALLOWED_ACTIVATIONS)
+    refusal = f"{text!r} is not an allowed activation: a YAML may write {allowed} with literal numeric arguments"
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except SyntaxError:
+        raise ModelConfigError(refusal) from None
+    func = getattr(node, "func", None)
+    if not (isinstance(node, ast.Call) and isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name)
+            and func.value.id == "nn" and func.attr in ALLOWED_ACTIVATIONS):
+        raise ModelConfigError(refusal)
+    try:
+        args = [_numeric_literal(a) for a in node.args]
+        kwargs = {k.arg: _numeric_literal(k.value) for k in node.keywords if k.arg is not None}
+        if len(kwargs) != len(node.keywords):
+            raise ValueError("**kwargs")
+        return ALLOWED_ACTIVATIONS[func.attr](*args, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise ModelConfigError(f"{refusal} ({e})") from None
+
+
+def _numeric_literal(node: ast.AST) -> int | float:
+    value = ast.literal_eval(node)  # constants and signed constants only; names and calls raise ValueError
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"argument {value!r} is not a number")
+    return value
+
+
+def model_layout(cfg: dict) -> tuple[str, str]:
+    """``(layout, reason)``: whose row semantics the file follows (``cfg.layout.model_layout``)."""
+    try:
+        return layout_of(cfg)
+    except ValueError as e:
+        raise ModelConfigError(f"{cfg.get('yaml_file', 'model')}: {e}") from None
+
+
+def unused_rows(table: list[Row]) -> list[Row]:
+    """Rows whose output never reaches the last row (the head): built, counted in params, never used."""
+    reached, pending = set(), [len(table) - 1]
+    while pending:
+        i = pending.pop()
+        if i < 0 or i in reached:
+            continue
+        reached.add(i)
+        sources = table[i].source if isinstance(table[i].source, list) else [table[i].source]
+        pending.extend(i - 1 if s == -1 else s for s in sources)
+    return [row for row in table if row.index not in reached]
+
+
 def _literal(value: Any, names: dict[str, Any]) -> Any:
     """YAML arg -> value: known names (``nc``) are substituted, other strings parsed as literals if possible."""
     if not isinstance(value, str):
         return value
     if value in names:
         return names[value]
+    if _CALL.match(value):
+        return parse_activation(value)
     try:
         return ast.literal_eval(value)
     except (ValueError, SyntaxError):
@@ -143,7 +215,10 @@ def build_layers(cfg: dict, ch: int = 3) -> tuple[nn.Sequential, list[int], list
     nc = int(cfg.get("nc", 80))
     rows_yaml = list(cfg["backbone"]) + list(cfg["head"])
     modern = any(isinstance(r, list) and len(r) == 4 and _is_modern(r[2]) for r in rows_yaml)
-    ctx = BuildContext(scale, depth, width, max_channels, nc, int(cfg.get("reg_max", 16)), not modern)
+    layout, reason = model_layout(cfg)
+    if layout != "ultralytics":
+        LOGGER.info("%s: built with %s row semantics (%s)", cfg.get("yaml_file", "model"), layout, reason)
+    ctx = BuildContext(scale, depth, width, max_channels, nc, int(cfg.get("reg_max", 16)), not modern, layout)
     names = {"nc": nc}
     if "anchors" in cfg:
         names["anchors"] = cfg["anchors"]
@@ -166,16 +241,19 @@ def build_layers(cfg: dict, ch: int = 3) -> tuple[nn.Sequential, list[int], list
     return nn.Sequential(*layers), sorted(save), table, ctx
 
 
+ANCHOR_HEADS = ("IDetect", "IAuxDetect")  # YOLOv7's anchor-based heads, which take [nc, anchors] as Detect does
+
+
 def _anchor_head_rows(rows: list, where: str) -> list:
     """A YAML with top-level ``anchors:`` builds its ``Detect, [nc, anchors]`` rows as the anchor-based head."""
     heads = [i for i, r in enumerate(rows)
-             if isinstance(r, list) and len(r) == 4 and r[2] in ("Detect", "AnchorDetect")]
+             if isinstance(r, list) and len(r) == 4 and r[2] in ("Detect", "AnchorDetect", *ANCHOR_HEADS)]
     usable = [i for i in heads if isinstance(rows[i][3], list) and len(rows[i][3]) == 2]
     if not heads or len(usable) != len(heads):
         raise ModelConfigError(f"{where}: has a top-level 'anchors:' but no head row "
                                "`[from, 1, Detect, [nc, anchors]]` to honour it (only the anchor-based Detect uses "
                                "anchors); remove 'anchors:' for the anchor-free head or give the head row its anchors")
-    return [[*r[:2], "AnchorDetect", r[3]] if i in heads else r for i, r in enumerate(rows)]
+    return [[*r[:2], "AnchorDetect", r[3]] if i in heads and r[2] == "Detect" else r for i, r in enumerate(rows)]
 
 
 def _is_modern(name: Any) -> bool:
@@ -194,7 +272,7 @@ def _build_row(i: int, row: Any, channels: list, ch_in: int, ctx: BuildContext,
         raise ModelConfigError("args must be a list")
     if not isinstance(repeats, int) or repeats < 1:
         raise ModelConfigError(f"repeats must be a positive int, got {repeats!r}")
-    spec = registry.get(str(name))
+    spec = registry.get(str(name), ctx.layout)
     sources = _absolute_sources(source, i)
     c_in = [channels[j] for j in sources] if i else [ch_in]
     c_in = c_in if isinstance(source, list) else c_in[0]

@@ -11,6 +11,9 @@ The parser never special-cases a class. Instead each registered module says:
 - ``prepare(args, c_in, ctx)``: optional hook run after the default wiring, to rewrite the final
   constructor args (scale-dependent rules, heads that take the list of input channels).
 - ``modern_head``: a model containing this module gets the YOLO11 class-branch layout in Detect.
+- ``layout``: the module answers to its YAML name only in files of that layout (``yolov7``: YOLOv7's own
+  training YAMLs; ``yolov5``: the YOLOv5 repository's), where the same name means another signature or block
+  than in yololab's (Ultralytics-layout) files; see ``parse.model_layout``.
 
 Backbone contract (as timm's ``feature_info``): a module whose forward returns a list of feature maps (RevCol,
 RepViT, TimmBackbone, plug-in backbones) sets ``self.feature_info`` in ``__init__``: a list of ``FeatureInfo``,
@@ -41,6 +44,7 @@ class BuildContext:
     nc: int
     reg_max: int = 16
     legacy_head: bool = True
+    layout: str = "ultralytics"
 
     def width_of(self, c: int) -> int:
         """Scale a nominal channel count like the YAML parser does: ceil(min(c, max) * width / 8) * 8."""
@@ -77,6 +81,7 @@ class ModuleSpec:
     prepare: Callable[[list, Any, "BuildContext"], list] | None = None
     modern_head: bool = False
     description: str = ""
+    layout: str | None = None
 
     def channels(self, c_in: Any, args: list, layer: nn.Module) -> int | list[int]:
         """Output channels of ``layer``, the row built with final constructor ``args`` from inputs ``c_in``."""
@@ -95,6 +100,7 @@ class ModuleSpec:
 
 
 _REGISTRY: dict[str, ModuleSpec] = {}
+_LAYOUT_REGISTRY: dict[tuple[str, str], ModuleSpec] = {}
 
 
 def register(
@@ -108,20 +114,24 @@ def register(
     modern_head: bool = False,
     description: str | None = None,
     replace: bool = False,
+    layout: str | None = None,
 ):
     """Register an ``nn.Module`` class for use in model YAML; usable as ``@register`` or ``@register(...)``.
 
     By default a module is wired like a convolution: ``takes_c1`` and ``scales_c2`` are True, so the
-    YAML args are ``[c2, *rest]`` and the constructor is ``cls(c1, c2, *rest)``.
+    YAML args are ``[c2, *rest]`` and the constructor is ``cls(c1, c2, *rest)``. With ``layout``, the class
+    answers to the name only in model files of that layout (``get(name, layout)``).
     """
 
     def decorator(cls: type, name: str | None = None) -> type:
         key = name or cls.__name__
-        if key in _REGISTRY and not replace and _REGISTRY[key].cls is not cls:
-            raise ValueError(f"module '{key}' is already registered ({_REGISTRY[key].cls.__module__}); "
+        table: dict = _REGISTRY if layout is None else _LAYOUT_REGISTRY
+        slot = key if layout is None else (layout, key)
+        if slot in table and not replace and table[slot].cls is not cls:
+            raise ValueError(f"module '{key}' is already registered ({table[slot].cls.__module__}); "
                              "pass replace=True to override it")
         doc = (cls.__doc__ or "").strip().splitlines()
-        _REGISTRY[key] = ModuleSpec(
+        table[slot] = ModuleSpec(
             name=key,
             cls=cls,
             takes_c1=True if takes_c1 is None else takes_c1,
@@ -131,6 +141,7 @@ def register(
             prepare=prepare,
             modern_head=modern_head,
             description=description if description is not None else (doc[0] if doc else ""),
+            layout=layout,
         )
         return cls
 
@@ -146,8 +157,11 @@ _TORCH_ALLOWED = {
 }
 
 
-def get(name: str) -> ModuleSpec:
-    """Return the spec of a registered module, or raise ``KeyError`` with close-name suggestions."""
+def get(name: str, layout: str | None = None) -> ModuleSpec:
+    """Return the spec of a registered module (the ``layout``'s own one first), or raise ``KeyError`` with
+    close-name suggestions."""
+    if (layout, name) in _LAYOUT_REGISTRY:
+        return _LAYOUT_REGISTRY[(layout, name)]
     if name in _REGISTRY:
         return _REGISTRY[name]
     if name.startswith("nn.") and name[3:] in _TORCH_ALLOWED:
@@ -175,6 +189,11 @@ def _torch_spec(name: str) -> ModuleSpec:
 def registered() -> dict[str, ModuleSpec]:
     """All registered modules by YAML name (torch.nn allow-list excluded)."""
     return dict(sorted(_REGISTRY.items()))
+
+
+def layout_registered() -> dict[str, ModuleSpec]:
+    """Modules whose YAML name means another signature in one file layout, keyed ``layout:name``."""
+    return {f"{lay}:{name}": spec for (lay, name), spec in sorted(_LAYOUT_REGISTRY.items())}
 
 
 def torch_allowed() -> list[str]:
