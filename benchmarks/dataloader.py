@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import yaml
+
 from _peer import PEER_PYTHON, ROOT, in_peer, peer_available, peer_env
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "bccd" / "data.yaml"

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from _peer import PEER_PYTHON, peer_available
 from latency_vs_peer import PeerWorker, onnx_timer, run_rounds
 from train_vs_peer import OURS, PEER, run_ours, run_peer, subset_data

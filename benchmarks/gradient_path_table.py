@@ -17,10 +17,10 @@ Usage: ``.venv/bin/python benchmarks/gradient_path_table.py [--runs 5] [--rounds
 from __future__ import annotations
 
 import torch
-from _tables import Latency, latencies, model_cost, start, table_parser
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from _tables import Latency, latencies, model_cost, start, table_parser
 from yololab.nn import DetectionModel
 from yololab.utils.profile import count_params
 

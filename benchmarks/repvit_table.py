@@ -18,9 +18,9 @@ import time
 
 import timm
 import torch
-from _tables import Latency, cost_table, latencies, start, table_parser
 from torch import nn
 
+from _tables import Latency, cost_table, latencies, start, table_parser
 from yololab.nn import DetectionModel
 from yololab.nn.repvit import VARIANTS, RepViT
 from yololab.utils.profile import count_gflops, count_params

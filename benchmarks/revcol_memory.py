@@ -42,6 +42,7 @@ from yololab.nn.parse import build_layers
 from yololab.nn.revcol import REVCOL_VARIANTS, RevCol, reconstruction_errors
 from yololab.utils.profile import time_calls
 
+
 def level_config(variant: str) -> tuple[list[int], list[int]]:
     """Level widths and blocks of a paper variant (``T``) or of the RevCol row of a model YAML."""
     if variant in REVCOL_VARIANTS:

@@ -14,7 +14,6 @@ Usage: ``.venv/bin/python benchmarks/revcol_table.py [--runs 5] [--rounds 1] [--
 from __future__ import annotations
 
 from _tables import latencies, model_cost, start, table_parser
-
 from yololab.nn.revcol import REVCOL_VARIANTS, RevCol
 from yololab.utils.profile import count_gflops, count_params
 

@@ -14,9 +14,9 @@ Usage: ``.venv/bin/python benchmarks/slimneck_table.py [--runs 5] [--rounds 2] [
 from __future__ import annotations
 
 import torch
-from _tables import cost_table, cpu_and_wall_columns, latencies, start, table_parser
 from torch.utils.flop_counter import FlopCounterMode
 
+from _tables import cost_table, cpu_and_wall_columns, latencies, start, table_parser
 from yololab.nn import DetectionModel
 from yololab.nn.slimneck import VoVGSCSP
 from yololab.utils.profile import count_params

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 import yaml
+
 from _peer import PEER_PYTHON, peer_available, peer_env
 
 HERE = Path(__file__).resolve().parent

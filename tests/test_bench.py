@@ -8,12 +8,11 @@ import pytest
 import torch
 import yaml
 
+from tiny_training import TINY_MODEL
 from yololab.cli import main
 from yololab.engine.bench import bench, bench_devices, parse_formats
 from yololab.nn import DetectionModel
 from yololab.utils.profile import time_calls
-
-from tiny_training import TINY_MODEL
 
 
 def test_time_calls_counts_warmup_and_runs():

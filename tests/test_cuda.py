@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_training import TINY_MODEL, tiny_dataset
 
+from tiny_training import TINY_MODEL, tiny_dataset
 from yololab.assigner import TaskAlignedAssigner
 from yololab.engine.exporter import OnnxModel, export_onnx
 from yololab.loss import DetectionLoss

@@ -7,8 +7,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from yololab.data.augment import (MIN_BOX_PX, MIN_VISIBLE, augment_hsv, flip_horizontal, flip_vertical, keep_boxes,
-                                  letterbox, mixup, mosaic4, random_affine, random_affine_matrix)
+from yololab.data.augment import (
+    MIN_BOX_PX,
+    MIN_VISIBLE,
+    augment_hsv,
+    flip_horizontal,
+    flip_vertical,
+    keep_boxes,
+    letterbox,
+    mixup,
+    mosaic4,
+    random_affine,
+    random_affine_matrix,
+)
 
 # well separated colours, none close to the grey (114) background and padding
 PALETTE = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255),

@@ -12,8 +12,16 @@ import pytest
 from PIL import Image
 
 from yololab import cli
-from yololab.data import (YoloDataset, build_dataloader, check_data, format_check_report, load_data_config,
-                          load_image, load_labels, make_synthetic)
+from yololab.data import (
+    YoloDataset,
+    build_dataloader,
+    check_data,
+    format_check_report,
+    load_data_config,
+    load_image,
+    load_labels,
+    make_synthetic,
+)
 from yololab.data import labels as labels_module
 
 CLEAN_IMAGES = 6

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import shared_dataset
 
+from conftest import shared_dataset
 from yololab.data import YoloDataset, check_data, load_data_config, load_image, read_coco
 
 

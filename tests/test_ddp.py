@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
-from tiny_training import TINY_MODEL, tiny_dataset, tiny_settings
 
+from tiny_training import TINY_MODEL, tiny_dataset, tiny_settings
 from yololab.engine.trainer import Trainer
 from yololab.utils.dist import free_port
 from yololab.utils.torch_utils import unwrap

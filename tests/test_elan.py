@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
+from model_checks import assert_fuses_and_exports
 from yololab.nn import DetectionModel, ModelConfigError, load_model_yaml
 from yololab.nn.conv import make_act
-from yololab.nn.elan import ELAN, EELAN, MPConv, SPPCSPC, ConvAct, EELANSum, ELANH
+from yololab.nn.elan import EELAN, ELAN, ELANH, SPPCSPC, ConvAct, EELANSum, MPConv
 from yololab.nn.parse import build_layers
-from model_checks import assert_fuses_and_exports
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ["yolov7-tiny-af.yaml", "yolov7-af.yaml", "yolov8n-elan.yaml", "yolov8n-prn.yaml"]

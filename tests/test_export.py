@@ -10,15 +10,14 @@ import torch
 import yaml
 from torch import nn
 
+from model_checks import randomize_batchnorms
+from tiny_training import TINY_MODEL
 from yololab import YOLO
 from yololab.checkpoint import save_checkpoint
 from yololab.cli import main
 from yololab.engine.exporter import OnnxModel, _parse_names, export, onnx_max_abs_diff
 from yololab.nn import DetectionModel
 from yololab.nn.parse import MODELS_DIR, load_model_yaml
-from model_checks import randomize_batchnorms
-
-from tiny_training import TINY_MODEL
 
 CONFIGS = sorted(MODELS_DIR.glob("*.yaml"))
 IMGSZ = 64

@@ -14,8 +14,17 @@ from conftest import ROOT
 from tiny_training import TINY_MODEL
 from yololab.checkpoint import load_checkpoint
 from yololab.data import YoloDataset, load_data_config, make_synthetic
-from yololab.health import (CollapseEvent, RunHealth, batchnorm_drift, batchnorm_variance_range, collapse_events,
-                            collapse_rule, ema_disagreement, nonfinite_gradients, sample_images)
+from yololab.health import (
+    CollapseEvent,
+    RunHealth,
+    batchnorm_drift,
+    batchnorm_variance_range,
+    collapse_events,
+    collapse_rule,
+    ema_disagreement,
+    nonfinite_gradients,
+    sample_images,
+)
 from yololab.nn import DetectionModel
 from yololab.utils.torch_utils import ModelEMA
 

@@ -12,9 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from yololab.metrics import (CONF_GRID, check_predictions, coco_image_ids, confusion_matrix, evaluate_coco,
-                             format_table, group_by_image, match_detections, precision_recall_curves,
-                             yolo_ground_truth)
+from yololab.metrics import (
+    CONF_GRID,
+    check_predictions,
+    coco_image_ids,
+    confusion_matrix,
+    evaluate_coco,
+    format_table,
+    group_by_image,
+    match_detections,
+    precision_recall_curves,
+    yolo_ground_truth,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BCCD_GT = SHARED / "datasets" / "bccd" / "annotations" / "instances_val.json"

@@ -10,20 +10,18 @@ import pytest
 import torch
 from filelock import FileLock
 
+from tiny_training import TINY_MODEL
 from yololab import YOLO
 from yololab.checkpoint import save_checkpoint
 from yololab.cli import main
 from yololab.data import make_large_scene, make_synthetic
 from yololab.engine.exporter import export
-from yololab.engine.predictor import (expand_source, merge_detections, predict, slice_windows,
-                                      sliced_predict)
+from yololab.engine.predictor import expand_source, merge_detections, predict, slice_windows, sliced_predict
 from yololab.engine.results import Results
 from yololab.metrics import yolo_ground_truth
 from yololab.nn import DetectionModel
 from yololab.ops import box_iou
 from yololab.plots import PALETTE
-
-from tiny_training import TINY_MODEL
 
 NAMES = {0: "circle", 1: "square", 2: "triangle", 3: "cross"}
 # Two detection levels (strides 8, 16) and reg_max 4: small enough to train in seconds on 2 CPU cores.

@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from model_checks import randomize_batchnorms
 from yololab.engine.exporter import export_onnx, onnx_max_abs_diff
 from yololab.nn import DetectionModel, FeatureInfo, ModelConfigError
 from yololab.nn.parse import build_layers, load_model_yaml
-from yololab.nn.repvit import RepViT, RepVGGDW, SqueezeExcite, load_timm_repvit, repvit_stages
-from model_checks import randomize_batchnorms
+from yololab.nn.repvit import RepVGGDW, RepViT, SqueezeExcite, load_timm_repvit, repvit_stages
 
 
 def _max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -5,8 +5,8 @@ import csv
 import pytest
 import torch
 import yaml
-from tiny_training import TINY_MODEL, tiny_dataset, tiny_settings
 
+from tiny_training import TINY_MODEL, tiny_dataset, tiny_settings
 from yololab.cfg import settings
 from yololab.engine.trainer import Trainer, TrainingError, _resume_settings
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from model_checks import assert_fuses_and_exports
 from yololab.nn import DetectionModel, ModelConfigError, fuse_modules, load_model_yaml
 from yololab.nn.parse import build_layers
 from yololab.nn.revcol import RevCol, reconstruction_errors
-from model_checks import assert_fuses_and_exports
 
 
 @pytest.fixture(autouse=True)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from model_checks import assert_every_parameter_has_gradient, assert_fuses_and_exports
 from yololab.nn import DetectionModel, registered
 from yololab.nn.slimneck import GSBottleneck, GSBottleneckC, GSConv, VoVGSCSP, VoVGSCSPC, channel_shuffle
 from yololab.utils.profile import count_gflops, count_params
-from model_checks import assert_every_parameter_has_gradient, assert_fuses_and_exports
 
 
 def test_slimneck_modules_are_registered():

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
+from model_checks import assert_every_parameter_has_gradient, assert_fuses_and_exports, randomize_batchnorms
 from yololab.nn import DetectionModel, ModelConfigError, registered
 from yololab.nn.split_conv import C2f_SPConv, SPBottleneck, SPConv, SplitConv, split_channels
 from yololab.utils.profile import count_gflops, count_params
-from model_checks import assert_every_parameter_has_gradient, assert_fuses_and_exports, randomize_batchnorms
 
 
 def test_spconv_modules_are_registered():

@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from model_checks import randomize_batchnorms
 from yololab.engine.exporter import export_onnx, onnx_max_abs_diff
 from yololab.nn import DetectionModel, ModelConfigError
 from yololab.nn.parse import build_layers, load_model_yaml
 from yololab.nn.timm_backbone import TimmBackbone, load_local_state_dict
-from model_checks import randomize_batchnorms
 
 SMALL = "mobilenetv3_small_050"  # 1.6M params: keeps the weight-loading tests cheap
 

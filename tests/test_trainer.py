@@ -8,8 +8,8 @@ import os
 
 import pytest
 import torch
-from tiny_training import TINY_MODEL, tiny_dataset, tiny_settings
 
+from tiny_training import TINY_MODEL, tiny_dataset, tiny_settings
 from yololab.api import YOLO
 from yololab.cfg import ConfigError
 from yololab.checkpoint import load_checkpoint, save_checkpoint

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..plots import save_figure
-from .statistics import RunResult, ACCURACY_METRICS, METRIC_LABELS
+from .statistics import ACCURACY_METRICS, METRIC_LABELS, RunResult
 
 
 def write_plots(summary: dict[str, Any], results: list[RunResult], out: Path) -> list[Path]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..health import collapse_events
 from ..stats import (
     bootstrap_p_values,
     crossed_bootstrap,
@@ -26,7 +27,6 @@ from ..stats import (
     summarize,
     verdict,
 )
-from ..health import collapse_events
 from .bootstrap import MatchedStats, image_weights, load_predictions
 
 ACCURACY_METRICS = ("map", "map50", "aps", "apm", "apl")

@@ -18,8 +18,16 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker
 
 from ..cfg import defaults
 from ..errors import UserError
-from .augment import (augment_hsv, flip_horizontal, flip_vertical, letterbox, mixup, mosaic4, random_affine,
-                      resize_long_side)
+from .augment import (
+    augment_hsv,
+    flip_horizontal,
+    flip_vertical,
+    letterbox,
+    mixup,
+    mosaic4,
+    random_affine,
+    resize_long_side,
+)
 from .boxes import scale_boxes, xywh_to_xyxy, xyxy_to_xywh
 from .image import load_image
 from .labels import load_labels

@@ -20,21 +20,36 @@ from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
 from ..autoanchor import check_anchors
-from ..cfg import ConfigError, Settings, command_keys, settings as cfg_settings
+from ..cfg import ConfigError, Settings, command_keys
+from ..cfg import settings as cfg_settings
 from ..cfg.recipe import load_recipe, recipe_name
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from ..data import (DataConfig, YoloDataset, build_dataloader, load_data_config, plot_label_distribution,
-                    unlabelled_split)
+from ..data import (
+    DataConfig,
+    YoloDataset,
+    build_dataloader,
+    load_data_config,
+    plot_label_distribution,
+    unlabelled_split,
+)
 from ..errors import UserError
 from ..health import RunHealth, sample_images
 from ..loss import build_loss
 from ..nn import DetectionModel
 from ..plots import plot_training_curves
 from ..utils import dist
-from ..utils.profile import machine_summary
 from ..utils.files import RunLock, remove_stale_temp_files, run_dir, to_jsonable, write_atomic
-from ..utils.torch_utils import (ModelEMA, init_seeds, parameter_groups, rng_states, select_device, set_rng_states,
-                                 transfer_weights, unwrap)
+from ..utils.profile import machine_summary
+from ..utils.torch_utils import (
+    ModelEMA,
+    init_seeds,
+    parameter_groups,
+    rng_states,
+    select_device,
+    set_rng_states,
+    transfer_weights,
+    unwrap,
+)
 from .preprocess import check_imgsz
 from .validator import validate
 

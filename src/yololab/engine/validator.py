@@ -18,8 +18,15 @@ from torch import nn
 
 from ..data.records import coco_image_ids
 from ..errors import UserError
-from ..metrics import (CONF_GRID, DetectionMetrics, coco_records, evaluate_coco, format_table, load_coco_json,
-                       yolo_ground_truth)
+from ..metrics import (
+    CONF_GRID,
+    DetectionMetrics,
+    coco_records,
+    evaluate_coco,
+    format_table,
+    load_coco_json,
+    yolo_ground_truth,
+)
 from ..ops import non_max_suppression, unletterbox_boxes, xywh2xyxy
 from ..plots import plot_confidence_curve, plot_confusion_matrix, plot_pr_curves, save_image_grid
 from ..utils.files import write_json
