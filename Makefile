@@ -5,9 +5,6 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo demo-full ablation-bccd test test-slow install clean
 
-# idle OpenMP threads sleep instead of spinning (several processes share few cores in tests and compare)
-export OMP_WAIT_POLICY ?= PASSIVE
-
 $(PY):
 	python3 -m venv $(VENV)
 

@@ -8,7 +8,7 @@ the situation. Policies:
   had before the policy;
 - `passive`: OMP_WAIT_POLICY=PASSIVE, what our Makefile and tests used to set;
 - `yololab`: nothing set, yololab's policy applies (utils/threads.py);
-- `spin=N`: GOMP_SPINCOUNT=N set by hand (to choose the policy's spin count).
+- `spin=N`, `threads=N`: GOMP_SPINCOUNT / OMP_NUM_THREADS set by hand (to choose the policy), combined with `/`.
 
     .venv/bin/python benchmarks/shared_cpu.py                     # the table recorded in RESULTS.md
     .venv/bin/python benchmarks/shared_cpu.py --policies spin=1000,spin=10000,spin=100000 --situations alone,busy
@@ -35,16 +35,20 @@ SITUATIONS = ("alone", "two_at_once", "beside_busy")
 
 
 def policy_env(policy: str) -> dict[str, str]:
-    """The environment of a training under ``policy`` (every OpenMP variable of ours removed first)."""
+    """The environment of a training under ``policy`` (every OpenMP variable of ours removed first); parts joined
+    by ``/`` combine, e.g. ``spin=1000/threads=1``."""
     env = {k: v for k, v in os.environ.items() if k not in OPENMP_VARIABLES}
-    if policy == "openmp":
-        env["YOLOLAB_THREAD_POLICY"] = "off"
-    elif policy == "passive":
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
-    elif policy.startswith("spin="):
-        env["GOMP_SPINCOUNT"] = policy.split("=", 1)[1]
-    elif policy != "yololab":
-        raise SystemExit(f"unknown policy {policy!r}: openmp, passive, yololab or spin=N")
+    for part in policy.split("/"):
+        if part == "openmp":
+            env["YOLOLAB_THREAD_POLICY"] = "off"
+        elif part == "passive":
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
+        elif part.startswith("spin="):
+            env["GOMP_SPINCOUNT"] = part.split("=", 1)[1]
+        elif part.startswith("threads="):
+            env["OMP_NUM_THREADS"] = part.split("=", 1)[1]
+        elif part != "yololab":
+            raise SystemExit(f"unknown policy {part!r}: openmp, passive, yololab, spin=N or threads=N")
     return env
 
 

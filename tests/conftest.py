@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
-# idle OpenMP threads sleep instead of spinning: with several processes on 2 cores, spinning threads
-# waste the CPU the other process needs (set before torch is imported)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import pytest
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-# pytest runs with -n 2 on 2 cores: one intra-op thread per worker avoids oversubscription
-torch.set_num_threads(1)
+import yololab  # noqa: F401  (first: its thread policy must reach the OpenMP runtime before torch loads it)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -1,18 +1,8 @@
 """Model building: registry, YAML parser, core and research modules."""
 
-from . import (  # noqa: F401  (register the core modules)  # noqa: F401  (gradient-path designs: PRN, CSP stages, ELAN, YOLOv7 blocks)  # noqa: F401  (GSConv / VoV-GSCSP, SPConv)  # noqa: F401  (RepViT backbone, timm features_only adapter)
-           anchor_head,
-           block,
-           conv,
-           elan,
-           head,
-           prn,
-           repvit,
-           revcol,  # noqa: F401  (RevCol reversible column backbone)
-           slimneck,
-           split_conv,
-           timm_backbone,
-)
+# importing each module registers its classes for the YAML parser: heads and core blocks, the gradient-path designs
+# (PRN, CSP stages, ELAN, YOLOv7 blocks), RepViT, RevCol, timm features_only models, GSConv / VoV-GSCSP, SPConv
+from . import anchor_head, block, conv, elan, head, prn, repvit, revcol, slimneck, split_conv, timm_backbone  # noqa: F401
 from .conv import fuse_modules
 from .detector import DetectionModel
 from .parse import ModelConfigError, load_model_yaml

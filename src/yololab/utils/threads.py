@@ -16,7 +16,7 @@ import math
 import os
 from pathlib import Path
 
-SPIN_COUNT = "10000"  # GOMP_SPINCOUNT: libgomp's default spins 300,000 times before an idle thread sleeps
+SPIN_COUNT = "1000"  # GOMP_SPINCOUNT: libgomp's default spins 300,000 times before an idle thread sleeps
 POLICY_SWITCH = "YOLOLAB_THREAD_POLICY"  # "off": keep the OpenMP runtime's own defaults
 USER_VARIABLES = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")  # either one set by the user: their choice stands
 
