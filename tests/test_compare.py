@@ -113,25 +113,32 @@ def test_report_only_trains_nothing_and_lists_the_missing_runs(tmp_path):
 def test_runs_take_whichever_device_is_free(tmp_path):
     import threading
 
-    busy, used, lock, others_done = set(), [], threading.Lock(), threading.Event()
+    busy, used, finished, lock = set(), {}, [], threading.Lock()
+    first_started, others_done = threading.Event(), threading.Event()
 
     def run_fn(model, seed, run_dir, recipe, device):
+        first = (model, seed) == (MODELS[0], 0)
+        if not first:  # the first run holds its device from before the others start until after they all end
+            assert first_started.wait(timeout=60)
         with lock:
             assert device not in busy, f"device {device} given to two runs at once"
             busy.add(device)
-            used.append(device)
-        if (model, seed) == (MODELS[0], 0):  # the first run holds its device until every other run is done
+            used[(model, seed)] = device
+        if first:
+            first_started.set()
             assert others_done.wait(timeout=60)
         with lock:
             busy.remove(device)
-            if len(used) == 6 and len(busy) == 1:  # all started, and only the first one still runs
-                others_done.set()
+            if not first:
+                finished.append(device)
+                if len(finished) == 5:
+                    others_done.set()
         return {"map": 0.5}
 
     results = run_all(MODELS, [0, 1, 2], tmp_path, {}, run_fn=run_fn, devices=["0", "1"], log=lambda m: None)
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
-    assert set(used) == {"0", "1"}
-    assert used.count("1") >= 4  # the other runs all went to the device the slow first run did not hold
+    held = used.pop((MODELS[0], 0))
+    assert set(used.values()) == {"0", "1"} - {held}  # the other runs all went to the device the first did not hold
 
 
 def test_compare_refuses_an_unpinned_optimizer(tmp_path):
