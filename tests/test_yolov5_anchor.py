@@ -167,3 +167,9 @@ def test_research_modules_on_the_anchor_head(name):
     assert isinstance(model.head, AnchorDetect) and model.stride.tolist() == [8.0, 16.0, 32.0]
     feats = model.train()(torch.rand(1, 3, 64, 64))
     assert [tuple(f.shape) for f in feats] == [(1, 21, 8, 8), (1, 21, 4, 4), (1, 21, 2, 2)]
+
+
+def test_a_file_wide_activation_is_refused_not_ignored():
+    cfg = {**load_model_yaml("yolov5n-anchor.yaml"), "activation": "nn.LeakyReLU(0.1)"}
+    with pytest.raises(ModelConfigError, match="top-level 'activation: nn.LeakyReLU"):
+        DetectionModel(cfg)

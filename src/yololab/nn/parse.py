@@ -96,6 +96,9 @@ def _checked_model_dict(cfg: Any, where: str) -> dict:
     """``cfg`` when its top-level keys have the types the parser reads, else a ModelConfigError naming the key."""
     if not isinstance(cfg, dict) or not isinstance(cfg.get("backbone"), list) or not isinstance(cfg.get("head"), list):
         raise ModelConfigError(f"{where}: a model YAML needs 'backbone' and 'head' lists")
+    if "activation" in cfg:  # YOLOv5's file-wide default activation: building with SiLU instead would be silent
+        raise ModelConfigError(f"{where}: a top-level 'activation: {cfg['activation']}' (a file-wide default "
+                               "activation) is not supported yet; write the activation in each Conv row instead")
     if not cfg["backbone"] + cfg["head"]:
         raise ModelConfigError(f"{where}: 'backbone' and 'head' have no rows")
     for key in ("nc", "ch", "reg_max"):
