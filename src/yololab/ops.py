@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torchvision
 
 
 def xywh2xyxy(x: torch.Tensor) -> torch.Tensor:
@@ -21,7 +20,9 @@ def xyxy2xywh(x: torch.Tensor) -> torch.Tensor:
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pairwise IoU of xyxy boxes: (N, 4) x (M, 4) -> (N, M)."""
-    return torchvision.ops.box_iou(a, b)
+    from torchvision.ops import box_iou as torchvision_box_iou  # imported when used: it loads torch._dynamo (~1 s)
+
+    return torchvision_box_iou(a, b)
 
 
 def bbox_ciou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
@@ -70,7 +71,9 @@ def non_max_suppression(pred: torch.Tensor, conf: float = 0.25, iou: float = 0.7
             top = scores.topk(max_nms).indices
             anchor, scores, labels = anchor[top], scores[top], labels[top]
         boxes = xywh2xyxy(p[anchor, :4])
-        idx = torchvision.ops.batched_nms(boxes, scores, torch.zeros_like(labels) if agnostic else labels, iou)
+        from torchvision.ops import batched_nms  # imported when used: it loads torch._dynamo (~1 s)
+
+        idx = batched_nms(boxes, scores, torch.zeros_like(labels) if agnostic else labels, iou)
         idx = idx[:max_det]
         out.append(torch.cat((boxes[idx], scores[idx, None], labels[idx, None].to(boxes.dtype)), 1))
     return out

@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterator
 import cv2
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 
 from ..checkpoint import load_model
@@ -172,7 +171,9 @@ def sliced_predict(model: Any, image: np.ndarray, *, imgsz: int = 640, slice: in
 
 def merge_detections(dets: torch.Tensor, iou: float, max_det: int) -> torch.Tensor:
     """Class-wise NMS over (n, 6) detections gathered from several views; best ``max_det`` kept."""
-    keep = torchvision.ops.batched_nms(dets[:, :4], dets[:, 4], dets[:, 5].long(), iou)[:max_det]
+    from torchvision.ops import batched_nms  # imported when used: it loads torch._dynamo (~1 s)
+
+    keep = batched_nms(dets[:, :4], dets[:, 4], dets[:, 5].long(), iou)[:max_det]
     return dets[keep]
 
 
