@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 # the main job, small: is the slim neck a real gain over yolov8n, or noise? Two seeds each on a 64-image synthetic set
-# at 128 px (under 3 minutes on 2 idle cores: about 110 s of CPU time; a second `make demo` reuses the finished runs).
+# at 128 px (under 3 minutes on 2 idle cores: 100 s measured, about 130 s of CPU time; a second `make demo` reuses the finished runs).
 # `make demo-full` runs the same comparison on the built-in 200-image set at 256 px (about 13 minutes).
 DEMO_DATA := runs/demo-data/data.yaml
 DEMO_RECIPE := seeds=2 batch=16 nbs=16 optimizer=AdamW warmup_bias_lr=0.1 warmup_epochs=1
