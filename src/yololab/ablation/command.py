@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from ..api import YOLO, command_dir
 from ..cfg import ConfigError, Settings, defaults
-from ..cfg.recipe import load_recipe, recipe_name
+from ..cfg.recipe import family_overrides
 from ..data import DataConfig, YoloDataset, load_data_config, load_labels, unlabelled_split
 from ..engine.preprocess import check_imgsz
 from ..engine.trainer import resolve_lr0
@@ -65,8 +65,7 @@ def compare_command(s: Settings) -> dict[str, Any]:
 def family_recipe(model: str, given: frozenset[str]) -> dict[str, Any]:
     """The settings of ``model``'s family recipe (``cfg/recipes/``) that the user did not set: what this model
     trains with instead of the comparison's common recipe (empty for the anchor-free families)."""
-    name = recipe_name(load_model_yaml(model))
-    return {} if name is None else {k: v for k, v in load_recipe(name).items() if k not in given}
+    return family_overrides(load_model_yaml(model), given)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 
@@ -19,6 +19,13 @@ def recipe_name(model_yaml: dict[str, Any]) -> str | None:
     if model_yaml.get("anchors") is None:
         return None
     return yolov7_recipe(model_yaml) if model_layout(model_yaml)[0] == "yolov7" else "yolov5-anchor"
+
+
+def family_overrides(model_yaml: dict[str, Any], given: Iterable[str]) -> dict[str, Any]:
+    """The settings a model's family recipe gives for the keys the user did not set (``given``): the one precedence
+    rule (a key the user sets wins, then the family's recipe, then default.yaml). Empty for anchor-free families."""
+    name = recipe_name(model_yaml)
+    return {} if name is None else {k: v for k, v in load_recipe(name).items() if k not in set(given)}
 
 
 def load_recipe(name: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..autoanchor import check_anchors
 from ..cfg import ConfigError, Settings, command_keys
 from ..cfg import settings as cfg_settings
-from ..cfg.recipe import load_recipe, recipe_name
+from ..cfg.recipe import family_overrides, recipe_name
 from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from ..data import (
     DataConfig,
@@ -166,14 +166,11 @@ class Trainer:
     def _with_family_recipe(self) -> Settings:
         """The settings with the model family's recipe (``cfg/recipes/``) for every key the user did not set: a key
         the user sets wins, then the family's recipe, then default.yaml."""
-        name = recipe_name(self.model.yaml)
-        if name is None:
-            return self.args
-        recipe = load_recipe(name)
-        kept = sorted(k for k in recipe if k in self.args.given)
-        self.log(f"recipe: {name} (cfg/recipes/{name}.yaml) for this anchor-based model"
-                 + (f"; your {', '.join(kept)} kept" if kept else ""))
-        return self.args.replace(**{k: v for k, v in recipe.items() if k not in self.args.given})
+        overrides = family_overrides(self.model.yaml, self.args.given)
+        if overrides:
+            name = recipe_name(self.model.yaml)
+            self.log(f"recipe: {name} (cfg/recipes/{name}.yaml) for {len(overrides)} settings you did not set")
+        return self.args.replace(**overrides)
 
     def _report_transfer(self, model: nn.Module, state: dict, source: Any) -> None:
         loaded, skipped = transfer_weights(model, state)
