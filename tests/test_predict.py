@@ -18,6 +18,7 @@ from yololab.data import make_large_scene, make_synthetic
 from yololab.engine.exporter import export
 from yololab.engine.predictor import expand_source, merge_detections, predict, slice_windows, sliced_predict
 from yololab.engine.results import Results
+from yololab.errors import UserError
 from yololab.metrics import yolo_ground_truth
 from yololab.nn import DetectionModel
 from yololab.ops import box_iou
@@ -129,6 +130,20 @@ def test_list_sources_name_the_missing_line(tmp_path):
     (tmp_path / "empty.txt").write_text("# nothing yet\n\n")
     with pytest.raises(FileNotFoundError, match="lists no files"):
         expand_source(tmp_path / "empty.txt")
+
+
+def test_folder_source_skips_and_counts_unreadable_files(tmp_path, capsys):
+    for i in range(2):
+        write_image(tmp_path / f"img{i}.jpg", 48, 64, seed=i)
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    results = YOLO(confident_model()).predict(tmp_path, imgsz=64)
+    assert [r.path for r in results] == [str(tmp_path / f"img{i}.jpg") for i in range(2)]
+    out = capsys.readouterr().out
+    assert "broken.jpg: not a decodable image" in out and "empty.png: empty file" in out
+    assert "skipped 2 of 4 source files that could not be read" in out
+    with pytest.raises(UserError, match="broken.jpg: not a decodable image"):  # one file alone is an error
+        YOLO(confident_model()).predict(tmp_path / "broken.jpg", imgsz=64)
 
 
 def test_predict_video_in_video_out(tmp_path):

@@ -231,17 +231,29 @@ def expand_source(source: Any) -> list[Path | np.ndarray]:
 
 
 def iter_frames(items: list[Path | np.ndarray]) -> Iterator[Frame]:
-    """Decode the expanded source lazily: images once, videos frame by frame (RGB)."""
+    """Decode the expanded source lazily: images once, videos frame by frame (RGB).
+
+    A source of several files skips an unreadable image or video with a warning and counts the skips in a closing
+    line; a single file that cannot be read is an error.
+    """
+    skipped: list[str] = []
     for n, item in enumerate(items):
         if isinstance(item, np.ndarray):
             if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8:
                 raise UserError(f"array source {n}: expected an RGB uint8 (H, W, 3) image, "
                                  f"got {item.dtype} {item.shape}")
             yield Frame(f"array{n}.jpg", item)
-        elif is_video_file(item):
-            yield from _video_frames(item)
-        else:
-            yield Frame(str(item), load_image(item))
+            continue
+        try:
+            yield from _video_frames(item) if is_video_file(item) else [Frame(str(item), load_image(item))]
+        except (UserError, FileNotFoundError) as e:
+            if len(items) == 1:
+                raise
+            skipped.append(str(item))
+            print(f"warning: skipped {e}")
+    if skipped:
+        print(f"warning: skipped {len(skipped)} of {len(items)} source files that could not be read: "
+              + ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else ""))
 
 
 def _video_frames(path: Path) -> Iterator[Frame]:
