@@ -7,6 +7,11 @@ epochs, image size, batch size, device and loader workers, and each trains with 
 ``models/yolov5n.yaml`` on the peer's. Both are scored by yololab's COCO evaluator on the same ground truth (the peer's
 val predictions of its best.pt, conf 0.001, iou 0.6, exported as COCO json).
 
+Threads: both sides get the same number of torch threads, this process's default (what yololab's ``threads=auto``
+gives its run), pinned in the peer with ``torch.set_num_threads``: the packaged YOLOv5 writes ``OMP_NUM_THREADS`` =
+CPU count - 1 into the environment when imported (torch, imported first, keeps its own count; its loader workers
+and any child process would read the smaller value).
+
 The peer runs in its own venv (``bash benchmarks/peer/setup_yolov5.sh``), offline, in a subprocess.
 
     python benchmarks/train_vs_yolov5.py                              # bccd, 50 epochs, imgsz 320, batch 16, cpu
@@ -21,6 +26,8 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+
+import torch
 
 from _peer import YOLOV5_PYTHON, yolov5_env
 from train_vs_peer import PeerSide, _run, main, score_peer
@@ -40,6 +47,8 @@ YOLOV5_SCRIPT = textwrap.dedent("""
     from yolov5.utils.callbacks import Callbacks
 
     cfg = json.loads(sys.argv[1])
+    import torch
+    torch.set_num_threads(cfg["threads"])  # the same count as ours, whatever the OMP_NUM_THREADS its import wrote
     starts, durations = [], []
     callbacks = Callbacks()
     callbacks.register_action("on_train_epoch_start", callback=lambda: starts.append(time.perf_counter()))
@@ -70,7 +79,7 @@ def run_yolov5(args, data: Path, project: Path) -> dict:
         raise SystemExit(f"{YOLOV5_PYTHON} not found: run `bash benchmarks/peer/setup_yolov5.sh` first")
     cfg = {"model": args.peer_model, "data": str(data), "epochs": args.epochs, "imgsz": args.imgsz,
            "batch": args.batch, "device": args.device, "seed": args.seed, "workers": args.workers,
-           "project": str(project)}
+           "project": str(project), "threads": torch.get_num_threads()}
     result = _run([str(YOLOV5_PYTHON), "-c", YOLOV5_SCRIPT, json.dumps(cfg)], project / "peer.log", env=yolov5_env())
     return score_peer(result, data, project, "YOLOv5 val predictions of best.pt (conf 0.001, iou 0.6) scored by "
                                              "yololab's evaluator")
