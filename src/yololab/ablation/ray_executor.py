@@ -141,7 +141,7 @@ def train_task(model: str, seed: int, run_dir: str, recipe: dict, *, threads: in
     files = {name: (folder / name).read_bytes() for name in names if (folder / name).is_file()}
     metrics["save_dir"] = run_dir  # where the files land; best.pt only when it is sent too
     metrics["best"] = str(Path(run_dir) / WEIGHTS_FILE) if WEIGHTS_FILE in files else None
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(folder.parent, ignore_errors=True)  # the run's own worker folder
     return metrics, files
 
 
