@@ -129,15 +129,14 @@ def compare(models: list[str], plan: SeedPlan | list[int], out: Path, recipe: di
         raise UserError("compare needs at least two models (the first is the baseline)")
     plan = SeedPlan(seeds=len(plan)) if isinstance(plan, list) else plan
     with RunLock(out):  # one comparison writes a folder at a time
-        return _compare(models, plan, out, recipe, nc=nc, devices=devices, run_fn=run_fn, parallel=parallel, log=log,
-                        report_only=report_only, margin=margin, primary=primary, ground_truth=ground_truth,
+        return _compare(models, plan, out, recipe, nc=nc, devices=devices, run_fn=run_fn, parallel=parallel,
+                        log=log, report_only=report_only, margin=margin, primary=primary, ground_truth=ground_truth,
                         family_recipes=family_recipes)
 
 
 def _compare(models: list[str], plan: SeedPlan, out: Path, recipe: dict, *, nc: int | None,
              devices: list[str] | None, run_fn: RunFn | None, parallel: int, log: Callable[[str], None],
-             report_only: bool,
-             margin: float, primary: str, ground_truth: dict | None,
+             report_only: bool, margin: float, primary: str, ground_truth: dict | None,
              family_recipes: dict[str, dict] | None) -> dict[str, Any]:
     log(f"comparing {len(models)} models x {plan.seeds} seeds into {out}; recipe: "
         + ", ".join(f"{k}={v}" for k, v in recipe.items()))
