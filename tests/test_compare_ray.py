@@ -124,6 +124,8 @@ def test_a_killed_worker_is_retried_and_its_run_resumes(tmp_path, local_ray):
     from yololab.ablation.ray_executor import RayExecutor
 
     models, recipe = _tiny_comparison(tmp_path, epochs=4)
+    broken = tmp_path / "broken.yaml"  # fails for its own reason: reported, not retried
+    broken.write_text(yaml.safe_dump({**TINY_MODEL, "backbone": [[-1, 1, "NoSuchBlock", [16]]]}))
     out = tmp_path / "cmp"
     victim = out / "runs" / "base-seed0"
     killed: list[int] = []
@@ -145,12 +147,13 @@ def test_a_killed_worker_is_retried_and_its_run_resumes(tmp_path, local_ray):
     watcher.start()
     lines = []
     with RayExecutor(out, cpus_per_run=1, max_retries=1) as executor:  # one machine: the run writes in place
-        results = run_all(models, [0], out, recipe, run_fn=executor, log=lines.append)
+        results = run_all([*models, str(broken)], [0], out, recipe, run_fn=executor, log=lines.append)
     watcher.join()
     assert killed, "no training process of the first run was found to kill"
-    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    assert [r.ok for r in results] == [True, True, False], [r.error for r in results]
     assert "resuming" in (victim / "stdout.log").read_text()  # the retry continued from last.pt
-    assert "[####################] 2/2 runs" in lines
+    assert results[2].error.startswith("exit code 2: ") and "unknown module 'NoSuchBlock'" in results[2].error
+    assert "[####################] 3/3 runs (1 failed or not run)" in lines
 
 
 def _training_processes(run_name: str) -> list[int]:

@@ -75,7 +75,10 @@ class RayExecutor:
         ray = self._ray = import_ray()
         if not ray.is_initialized():
             if self.address:
-                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+                try:
+                    ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+                except (ConnectionError, RuntimeError) as e:
+                    raise UserError(f"cannot join the Ray cluster at ray_address={self.address}: {e}") from None
             else:
                 start_local_ray()
             self._started = True
