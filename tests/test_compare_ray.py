@@ -78,6 +78,14 @@ def local_ray():
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def test_a_run_larger_than_the_cluster_is_refused(tmp_path, local_ray):
+    from yololab.ablation.ray_executor import RayExecutor
+
+    with pytest.raises(UserError, match="cpus_per_run=64 but the Ray cluster has 1 CPUs"):
+        RayExecutor(tmp_path, cpus_per_run=64).__enter__()
+    assert local_ray.is_initialized()  # a Ray the executor did not start is left running
+
+
 def _tiny_comparison(tmp_path: Path, epochs: int) -> tuple[list[str], dict]:
     models = []
     for name, cfg in (("base", TINY_MODEL), ("variant", VARIANT)):

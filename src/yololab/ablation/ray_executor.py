@@ -82,7 +82,11 @@ class RayExecutor:
             else:
                 start_local_ray()
             self._started = True
-        self._check_resources(ray.cluster_resources())
+        try:
+            self._check_resources(ray.cluster_resources())
+        except UserError:
+            self.__exit__()
+            raise
         self._marker = uuid.uuid4().hex
         self.out.mkdir(parents=True, exist_ok=True)
         write_atomic(self.out / SHARED_MARKER, lambda f: f.write(self._marker.encode()))
@@ -115,7 +119,8 @@ class RayExecutor:
         ray = self._ray
         run_dir = Path(run_dir).resolve()
         shared = (str(self.out / SHARED_MARKER), self._marker) if self.shared_fs is None else self.shared_fs
-        ref = self._task.remote(model, seed, str(run_dir), recipe, threads=self.cpus, gpu=self.gpus > 0,
+        recipe = {**recipe, "data": _absolute(recipe["data"])} if isinstance(recipe.get("data"), str) else recipe
+        ref = self._task.remote(_absolute(model), seed, str(run_dir), recipe, threads=self.cpus, gpu=self.gpus > 0,
                                 shared=shared, fetch_weights=self.fetch_weights)
         try:
             metrics, files = ray.get(ref)
@@ -153,6 +158,12 @@ def worker_folder(run_dir: str) -> Path:
     so a rerun after a lost worker resumes from its ``last.pt``."""
     key = hashlib.sha1(run_dir.encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / "yololab-ray" / key / Path(run_dir).name
+
+
+def _absolute(path: str) -> str:
+    """A file here as its absolute path (a worker starts in another folder); names (yolov8n.yaml, synthetic) as
+    they are."""
+    return str(Path(path).resolve()) if Path(path).exists() else path
 
 
 def _reads_marker(path: str, token: str) -> bool:
