@@ -71,7 +71,7 @@ def train_subprocess(model: str, seed: int, run_dir: Path, recipe: dict, device:
     if device is not None:
         cmd.append(f"device={device}")
     with open(run_dir / "compare.log", "w") as log, open(run_dir / "stdout.log", "w+") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=log, env=dict(os.environ), preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=log, env=dict(os.environ), preexec_fn=_die_with_parent())
         _, status, usage = os.wait4(proc.pid, 0)  # rusage of this run alone: its peak resident memory
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -87,11 +87,14 @@ def train_subprocess(model: str, seed: int, run_dir: Path, recipe: dict, device:
     return result
 
 
-def _die_with_parent() -> None:
-    """In a training process before it starts: be killed when the process that started it dies (a Ray worker lost
-    with its node, a killed ``compare``) rather than train on as an orphan holding the run folder's lock."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+def _die_with_parent() -> Callable[[], None] | None:
+    """What a training process runs before it starts (Linux): be killed when the process that started it dies (a
+    Ray worker lost with its node, a killed ``compare``) rather than train on as an orphan holding the run folder's
+    lock. libc's ``prctl`` is looked up here, in the parent: the forked child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None).prctl
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run_fn: RunFn | None = None,
