@@ -19,6 +19,11 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0", "")
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Nothing may reach the network at run time: looking up or connecting to any other host fails the test."""
+    refuse_network(monkeypatch)
+
+
+def refuse_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this process fail on looking up or connecting to any host but this one (session fixtures use it too)."""
     real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
 
     def refuse(host) -> None:

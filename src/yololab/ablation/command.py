@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -52,14 +53,39 @@ def compare_command(s: Settings) -> dict[str, Any]:
     out = Path(s.project or "runs") / s.name if s.name else command_dir(s, "compare")
     log = (lambda msg: None) if s.json else print
     plan = SeedPlan(seeds=s.seeds, max_seeds=s.max_seeds, budget_hours=s.budget_hours)
-    summary = compare(models, plan, out, recipe, nc=data.nc, devices=devices, log=log, report_only=s.report_only,
-                      margin=s.margin, primary=s.primary, ground_truth=val_ground_truth(data),
-                      family_recipes={m: r for m, r in family_recipes.items() if r})
+    executor = ray_executor(s, out, devices)
+    with executor or nullcontext():
+        summary = compare(models, plan, out, recipe, nc=data.nc, devices=devices, run_fn=executor,
+                          parallel=executor.parallel if executor else 1, log=log, report_only=s.report_only,
+                          margin=s.margin, primary=s.primary, ground_truth=val_ground_truth(data),
+                          family_recipes={m: r for m, r in family_recipes.items() if r})
     return {"out": summary["out"], "report": summary["report"], "baseline": summary["baseline"],
             "settings": summary["settings"],
             "models": {m: {"cost": e["cost"], "runs": e["runs"], "failed": e["failed"], "not_run": e["not_run"],
                            "metrics": {k: {"mean": v["mean"], "std": v["std"]} for k, v in e["metrics"].items()},
                            "vs_baseline": e["vs_baseline"]} for m, e in summary["models"].items()}}
+
+
+RAY_KEYS = ("ray_address", "cpus_per_run", "gpus_per_run", "max_retries", "ray_fetch_weights")
+
+
+def ray_executor(s: Settings, out: Path, devices: list[str] | None):
+    """The Ray executor that ``executor=ray`` asks for (None for the local one, or when nothing trains): only
+    then is ``ray_executor`` (and Ray) imported."""
+    if s.executor != "ray":
+        given = [k for k in RAY_KEYS if k in s.given]
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply to executor=ray (this comparison runs locally)")
+        return None
+    if devices:
+        raise ConfigError(f"device={s.device} picks this machine's devices; with executor=ray each run asks Ray "
+                          "for gpus_per_run=N GPUs instead")
+    if s.report_only:
+        return None
+    from .ray_executor import RayExecutor
+
+    return RayExecutor(out, address=s.ray_address, cpus_per_run=s.cpus_per_run, gpus_per_run=s.gpus_per_run,
+                       max_retries=s.max_retries, fetch_weights=s.ray_fetch_weights)
 
 
 def family_recipe(model: str, given: frozenset[str]) -> dict[str, Any]:
@@ -92,24 +118,25 @@ def check_before_training(models: list[str], data: DataConfig, imgsz: int) -> No
 
 
 def compare(models: list[str], plan: SeedPlan | list[int], out: Path, recipe: dict, *, nc: int | None = None,
-            devices: list[str] | None = None, run_fn: RunFn | None = None, log: Callable[[str], None] = print,
-            report_only: bool = False, margin: float = 1.0, primary: str = "map",
+            devices: list[str] | None = None, run_fn: RunFn | None = None, parallel: int = 1,
+            log: Callable[[str], None] = print, report_only: bool = False, margin: float = 1.0, primary: str = "map",
             ground_truth: dict | None = None, family_recipes: dict[str, dict] | None = None) -> dict[str, Any]:
     """Run the whole comparison (or, with ``report_only``, only report the runs already finished) and write
     report.md/.csv/.json and plots into ``out``; returns the summary. ``plan`` may also be a list of seeds.
-    ``ground_truth`` (the val split's COCO dict) turns on the image bootstrap for runs that kept predictions."""
+    ``ground_truth`` (the val split's COCO dict) turns on the image bootstrap for runs that kept predictions;
+    ``parallel`` runs train at once when no ``devices`` are given (see ``run_all``)."""
     if len(models) < 2:
         raise UserError("compare needs at least two models (the first is the baseline)")
     plan = SeedPlan(seeds=len(plan)) if isinstance(plan, list) else plan
     with RunLock(out):  # one comparison writes a folder at a time
-        return _compare(models, plan, out, recipe, nc=nc, devices=devices, run_fn=run_fn, log=log,
-                        report_only=report_only, margin=margin, primary=primary, ground_truth=ground_truth,
+        return _compare(models, plan, out, recipe, nc=nc, devices=devices, run_fn=run_fn, parallel=parallel,
+                        log=log, report_only=report_only, margin=margin, primary=primary, ground_truth=ground_truth,
                         family_recipes=family_recipes)
 
 
 def _compare(models: list[str], plan: SeedPlan, out: Path, recipe: dict, *, nc: int | None,
-             devices: list[str] | None, run_fn: RunFn | None, log: Callable[[str], None], report_only: bool,
-             margin: float, primary: str, ground_truth: dict | None,
+             devices: list[str] | None, run_fn: RunFn | None, parallel: int, log: Callable[[str], None],
+             report_only: bool, margin: float, primary: str, ground_truth: dict | None,
              family_recipes: dict[str, dict] | None) -> dict[str, Any]:
     log(f"comparing {len(models)} models x {plan.seeds} seeds into {out}; recipe: "
         + ", ".join(f"{k}={v}" for k, v in recipe.items()))
@@ -117,7 +144,7 @@ def _compare(models: list[str], plan: SeedPlan, out: Path, recipe: dict, *, nc: 
         log(f"{model} trains with its family's recipe for {', '.join(f'{k}={v}' for k, v in overlay.items())}")
 
     def train(round_models: list[str], seeds: list[int]) -> list[RunResult]:
-        return run_all(round_models, seeds, out, recipe, run_fn=run_fn, devices=devices, log=log,
+        return run_all(round_models, seeds, out, recipe, run_fn=run_fn, devices=devices, parallel=parallel, log=log,
                        report_only=report_only, family_recipes=family_recipes)
 
     def look(results: list[RunResult], looks: int) -> dict[str, Any]:

@@ -7,11 +7,14 @@ its ``last.pt``.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +34,8 @@ RUN_KEYS = ("model", "seed", "project", "name", "exist_ok", "device", "threads",
             "cache", "json", "verbose")
 _MISSING = object()
 RunFn = Callable[[str, int, Path, dict, "str | None"], dict]  # (model, seed, run dir, recipe, device)
+MACHINE_KEY = "machine"  # a run function may return the machine it trained on under this key (Ray workers do)
+_PR_SET_PDEATHSIG = 1  # prctl option (Linux): the signal a process gets when its parent dies
 
 
 def recipe_keys() -> tuple[str, ...]:
@@ -66,7 +71,7 @@ def train_subprocess(model: str, seed: int, run_dir: Path, recipe: dict, device:
     if device is not None:
         cmd.append(f"device={device}")
     with open(run_dir / "compare.log", "w") as log, open(run_dir / "stdout.log", "w+") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=log, env=dict(os.environ))
+        proc = subprocess.Popen(cmd, stdout=out, stderr=log, env=dict(os.environ), preexec_fn=_die_with_parent())
         _, status, usage = os.wait4(proc.pid, 0)  # rusage of this run alone: its peak resident memory
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -82,21 +87,42 @@ def train_subprocess(model: str, seed: int, run_dir: Path, recipe: dict, device:
     return result
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """What a training process runs before it starts (Linux): be killed when the process that started it dies (a
+    Ray worker lost with its node, a killed ``compare``) rather than train on as an orphan holding the run folder's
+    lock. libc's ``prctl`` is looked up here, in the parent: the forked child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None).prctl
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run_fn: RunFn | None = None,
-            devices: list[str] | None = None, log: Callable[[str], None] = print, report_only: bool = False,
-            family_recipes: dict[str, dict] | None = None) -> list[RunResult]:
+            devices: list[str] | None = None, parallel: int = 1, log: Callable[[str], None] = print,
+            report_only: bool = False, family_recipes: dict[str, dict] | None = None) -> list[RunResult]:
     """Run (or reuse) every model x seed, seed by seed (a partial comparison covers every model); with several
-    devices, one run per device at a time, each run taking whichever device is free. ``report_only`` trains
-    nothing: runs without a finished result come back as not run. ``family_recipes[model]`` overrides ``recipe``
-    for that model (its family's recipe, for the keys the user did not set)."""
+    devices, one run per device at a time, each run taking whichever device is free; without devices, ``parallel``
+    runs at a time (executor=ray: as many as the cluster holds). ``report_only`` trains nothing: runs without a
+    finished result come back as not run. ``family_recipes[model]`` overrides ``recipe`` for that model (its
+    family's recipe, for the keys the user did not set). After each run a progress line counts the settled runs."""
     jobs = [(m, s) for s in seeds for m in models]
-    devices = devices or [None]
+    slots = devices or [None] * parallel
     run_fn = run_fn or train_subprocess
     free: queue.Queue = queue.Queue()
-    for device in devices:
+    for device in slots:
         free.put(device)
     trained_s: list[float] = []  # wall time of each run trained by this call: the ETA of the ones left
+    settled: list[RunResult] = []  # runs finished, failed, reused or not run, in the order they ended
     machine = machine_summary(load=False)
+    settling = threading.Lock()
+
+    def progress(result: RunResult) -> RunResult:
+        with settling:
+            settled.append(result)
+            missing = sum(not r.ok for r in settled)
+            log(f"{_bar(len(settled), len(jobs))} {len(settled)}/{len(jobs)} runs"
+                + (f" ({missing} failed or not run)" if missing else ""))
+        return result
 
     def one(index_job):
         index, (model, seed) = index_job
@@ -110,11 +136,11 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
         if previous is not None and all(recorded_recipe(run_dir, previous).get(k, _MISSING) == v
                                         for k, v in recipe_json.items()):
             log(f"{prefix}: reusing {done}")
-            return RunResult(model, seed, True, previous["metrics"], run_dir=str(run_dir),
-                             machine=previous.get("machine", ""))
+            return progress(RunResult(model, seed, True, previous["metrics"], run_dir=str(run_dir),
+                                      machine=previous.get("machine", "")))
         if report_only:
             log(f"{prefix}: {NOT_RUN}")
-            return RunResult(model, seed, False, error=NOT_RUN, run_dir=str(run_dir))
+            return progress(RunResult(model, seed, False, error=NOT_RUN, run_dir=str(run_dir)))
         if previous is not None:
             log(f"{prefix}: the recipe changed since {done}, retraining")
         log(f"{prefix}: training")
@@ -124,22 +150,28 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
             metrics = run_fn(model, seed, run_dir, run_recipe, device)
         except Exception as e:  # a failed run is reported, the others go on
             log(f"{prefix}: FAILED ({e})")
-            return RunResult(model, seed, False, error=str(e), run_dir=str(run_dir))
+            return progress(RunResult(model, seed, False, error=str(e), run_dir=str(run_dir)))
         finally:
             free.put(device)
+        run_machine = metrics.pop(MACHINE_KEY, machine)
         metrics.setdefault("wall_time_s", round(time.time() - t0, 1))
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(done, {"recipe": run_recipe, "metrics": metrics, "machine": machine}, indent=1)
+        write_json(done, {"recipe": run_recipe, "metrics": metrics, "machine": run_machine}, indent=1)
         trained_s.append(time.time() - t0)
-        left = len(jobs) - index - 1
-        eta = f"; about {_duration(sum(trained_s) / len(trained_s) * left / len(devices))} for the {left} left" \
+        left = len(jobs) - len(settled) - 1
+        eta = f"; about {_duration(sum(trained_s) / len(trained_s) * left / len(slots))} for the {left} left" \
             if left else ""
         log(f"{prefix}: done in {_duration(trained_s[-1])}, "
             + ", ".join(f"{METRIC_LABELS[k]} {metrics[k]:.3f}" for k in ("map", "map50") if k in metrics) + eta)
-        return RunResult(model, seed, True, metrics, run_dir=str(run_dir), machine=machine)
+        return progress(RunResult(model, seed, True, metrics, run_dir=str(run_dir), machine=run_machine))
 
-    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
         return list(pool.map(one, enumerate(jobs)))
+
+
+def _bar(done: int, total: int, width: int = 20) -> str:
+    filled = round(width * done / max(total, 1))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
 def _duration(seconds: float) -> str:

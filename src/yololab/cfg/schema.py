@@ -174,6 +174,11 @@ RULES: dict[str, Rule] = {
     "primary": Rule("str", choices=("map", "map50", "aps", "apm", "apl")),
     "max_seeds": count(3),
     "budget_hours": Rule("float", 0.0, optional=True),
+    "executor": Rule("str", choices=("local", "ray")),
+    "ray_address": Rule("str", optional=True),
+    "cpus_per_run": count(1),
+    "gpus_per_run": non_negative(),
+    "max_retries": count(0),
 }
 
 
