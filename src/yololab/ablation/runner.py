@@ -23,6 +23,7 @@ from ..cfg import command_keys
 from ..checkpoint import load_checkpoint
 from ..utils.files import to_jsonable, write_json
 from ..utils.profile import machine_summary
+from ..utils.torch_utils import same_amp
 from .statistics import METRIC_LABELS, NOT_RUN, RunResult
 
 # Keys of `yololab train` that say which run it is and where and how it executes, not what it learns. Every other
@@ -44,6 +45,13 @@ def recorded_recipe(run_dir: Path, result: dict) -> dict[str, Any]:
     args_file = run_dir / "args.yaml"
     args = yaml.safe_load(args_file.read_text()) if args_file.is_file() else {}
     return {**(args or {}), **result.get("recipe", {})}
+
+
+def same_recipe(recorded: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a finished run's recorded recipe is the wanted one: every key equal, except that ``amp`` values which
+    train alike on CPU and CUDA match (runs recorded ``amp: true`` are reused by ``amp: auto``)."""
+    return all(recorded.get(k, _MISSING) == v or (k == "amp" and k in recorded and same_amp(recorded[k], v))
+               for k, v in wanted.items())
 
 
 def train_command(model: str, seed: int, run_dir: Path, recipe: dict) -> list[str]:
@@ -107,8 +115,7 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
         run_dir = out / "runs" / f"{name}-seed{seed}"
         done = run_dir / "result.json"
         previous = json.loads(done.read_text()) if done.is_file() else None
-        if previous is not None and all(recorded_recipe(run_dir, previous).get(k, _MISSING) == v
-                                        for k, v in recipe_json.items()):
+        if previous is not None and same_recipe(recorded_recipe(run_dir, previous), recipe_json):
             log(f"{prefix}: reusing {done}")
             return RunResult(model, seed, True, previous["metrics"], run_dir=str(run_dir),
                              machine=previous.get("machine", ""))

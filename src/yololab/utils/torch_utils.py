@@ -60,6 +60,25 @@ def _jsonable_numpy_state(state: tuple) -> list:
     return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
+# What amp=auto does on CPU: float32 until the measurements in benchmarks/RESULTS.md ("bf16 training on CPU") show
+# that bf16 autocast trains as accurately; then "bf16" (CPUs without native bf16 would still fall back to float32).
+AUTO_CPU_AMP = "false"
+
+
+def resolve_amp(amp: str | bool, device_type: str) -> str:
+    """What an ``amp`` setting (auto, true, false, bf16) does on a device type: ``"false"`` (float32), ``"true"``
+    (CUDA mixed precision: float16 with a gradient scaler, bfloat16 where the GPU has it) or ``"bf16"``."""
+    amp = str(amp).lower()
+    if amp == "auto":
+        amp = "true" if device_type == "cuda" else AUTO_CPU_AMP
+    return "false" if amp == "true" and device_type != "cuda" else amp
+
+
+def same_amp(a: str | bool, b: str | bool) -> bool:
+    """Whether two ``amp`` settings train alike on CPU and on CUDA (true and auto, while auto is float32 on CPU)."""
+    return all(resolve_amp(a, device) == resolve_amp(b, device) for device in ("cpu", "cuda"))
+
+
 def fused_copy(model: nn.Module, fuse: bool = True) -> nn.Module:
     """A float32 eval-mode copy of ``model``, with BatchNorms and re-parameterizable branches folded when ``fuse``
     (same eval outputs, faster); the caller's model is left untouched."""
