@@ -29,7 +29,7 @@ from .statistics import METRIC_LABELS, NOT_RUN, RunResult
 # Keys of `yololab train` that say which run it is and where and how it executes, not what it learns. Every other
 # train key is the recipe, pinned for all runs of a comparison (a later change of a default cannot change it halfway).
 RUN_KEYS = ("model", "seed", "project", "name", "exist_ok", "device", "threads", "resume", "plots", "save_period",
-            "cache", "json", "verbose")
+            "cache", "json", "verbose", "compile")
 _MISSING = object()
 RunFn = Callable[[str, int, Path, dict, "str | None"], dict]  # (model, seed, run dir, recipe, device)
 

@@ -41,6 +41,7 @@ from ..utils import dist
 from ..utils.files import RunLock, remove_stale_temp_files, run_dir, to_jsonable, write_atomic
 from ..utils.profile import NATIVE_BF16_FLAGS, machine_summary, native_bf16_flags
 from ..utils.torch_utils import (
+    CompiledModel,
     ModelEMA,
     init_seeds,
     parameter_groups,
@@ -55,7 +56,7 @@ from .preprocess import check_imgsz
 from .validator import validate
 
 # Settings a resumed run takes from the user when set to a non-default value (the rest come from the checkpoint).
-RESUME_OVERRIDES = ("device", "workers", "json", "verbose")
+RESUME_OVERRIDES = ("device", "workers", "json", "verbose", "compile")
 METRIC_AND_LR_COLUMNS = ("lr/pg0", "lr/pg1", "lr/pg2", "metrics/precision", "metrics/recall", "metrics/mAP50",
                          "metrics/mAP50-95", "metrics/APs", "metrics/APm", "metrics/APl")
 # Learning rate of each optimizer when lr0 is not set.
@@ -221,6 +222,7 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.ema = ModelEMA(self.model) if a.ema else None
+        self.forward = CompiledModel(self.model, self.log) if a.compile else self.model  # shares self.model's weights
         self.start_epoch = 0
         if self.resume_ckpt is not None:
             self._restore(self.resume_ckpt)
@@ -341,7 +343,7 @@ class Trainer:
         bar = tqdm(self.train_loader, total=nb, desc=f"epoch {epoch + 1}/{epochs}", disable=not self.main,
                    leave=True, dynamic_ncols=True, bar_format="{l_bar}{bar:12}{r_bar}")
         for i, batch in enumerate(bar):
-            ni = i + nb * epoch
+            t_step, ni = time.perf_counter(), i + nb * epoch
             if ni <= warmup_iters:
                 accumulate = self._warm_up(ni, warmup_iters, epoch)
             imgs = batch["img"].to(self.device, non_blocking=True, memory_format=torch.channels_last).float().div_(255)
@@ -349,7 +351,7 @@ class Trainer:
             with (nullcontext() if step or self.world == 1 else model.no_sync()):
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                     enabled=self.amp_dtype is not None):
-                    preds = model(imgs)
+                    preds = self.forward(imgs)
                 loss, parts = self.loss_fn(preds, batch)
                 values = parts.tolist()
                 if not math.isfinite(loss.item()):
@@ -358,6 +360,9 @@ class Trainer:
                         f"{values}); stopped without writing a checkpoint (the last good one is "
                         f"{self.wdir / 'last.pt'}). Try a lower lr0, amp=false, or check the labels.")
                 self.scaler.scale(loss * self.world).backward()  # DDP averages gradients; keep per-batch sums
+            if a.compile and i == 0 and epoch == self.start_epoch:
+                self.log(f"compile=true: first training step {time.perf_counter() - t_step:.1f} s (compiling the "
+                         "forward and backward graphs)")
             if step:
                 self._optimizer_step()
                 last_step = i

@@ -6,7 +6,9 @@ import json
 import math
 import os
 import random
+import time
 from copy import deepcopy
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -86,6 +88,48 @@ def fused_copy(model: nn.Module, fuse: bool = True) -> nn.Module:
     if fuse and callable(getattr(model, "fuse", None)):
         model.fuse()
     return model
+
+
+def compile_blocker(model: nn.Module) -> str | None:
+    """Why ``model`` must run uncompiled: the reason the first of its modules gives in ``compile_unsupported``
+    (a class attribute or property; plug-in modules get one from ``load_plugins``), else None."""
+    for name, module in unwrap(model).named_modules():
+        reason = getattr(module, "compile_unsupported", None)
+        if reason:
+            return f"{name or 'the model'} ({type(module).__name__}): {reason}"
+    return None
+
+
+class CompiledModel:
+    """``model`` called through ``torch.compile`` (inductor, static shapes), or the plain module where the model
+    declares it cannot compile (``compile_blocker``) or the compiler fails; each fallback is logged with its reason,
+    and the first compiled call (the compilation) with its time. Parameters and state stay those of ``model``."""
+
+    def __init__(self, model: nn.Module, log: Callable[[str], None] = print):
+        self.model, self.log = model, log
+        self.compile_s: float | None = None
+        reason = compile_blocker(model)
+        self.compiled = None if reason else torch.compile(model, dynamic=False)
+        if reason:
+            log(f"compile=true: running uncompiled, {reason}")
+
+    def __call__(self, *args: Any) -> Any:
+        if self.compiled is None:
+            return self.model(*args)
+        from torch._dynamo.exc import TorchDynamoException  # loads the compiler: only where it is used
+
+        t0 = time.perf_counter()
+        try:
+            out = self.compiled(*args)
+        except TorchDynamoException as e:
+            self.compiled = None
+            reason = (str(e).strip().splitlines() or [""])[0][:200]
+            self.log(f"compile=true: running uncompiled, torch.compile failed ({type(e).__name__}: {reason})")
+            return self.model(*args)
+        if self.compile_s is None:
+            self.compile_s = time.perf_counter() - t0
+            self.log(f"compile=true: forward compiled in {self.compile_s:.1f} s (first call; later calls reuse it)")
+        return out
 
 
 def unwrap(model: nn.Module) -> nn.Module:
