@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny_training import TINY_MODEL, tiny_dataset, tiny_settings
+from tiny_training import TINY_MODEL, fixed_batch, tiny_dataset, tiny_settings
 from yololab.ablation.runner import recorded_recipe, same_recipe
 from yololab.cfg import ConfigError, settings
 from yololab.checkpoint import load_checkpoint
@@ -61,17 +61,6 @@ def test_committed_ablation_runs_are_reused_with_amp_auto():
         assert recorded["amp"] is True, result_file  # recorded before amp=auto existed
         wanted = {**to_jsonable(result["recipe"]), "amp": "auto"}  # what the same compare command pins today
         assert same_recipe(recorded, wanted), result_file
-
-
-def fixed_batch(n: int = 4, imgsz: int = 128, nc: int = 4, boxes_per_image: int = 3) -> tuple[torch.Tensor, dict]:
-    """Random images and normalized-xywh targets, the same on every call (the dataset's batch contract)."""
-    g = torch.Generator().manual_seed(0)
-    m = n * boxes_per_image
-    centre = 0.2 + 0.6 * torch.rand(m, 2, generator=g)
-    size = 0.1 + 0.3 * torch.rand(m, 2, generator=g)
-    batch = {"batch_idx": torch.arange(n).repeat_interleave(boxes_per_image).float(),
-             "cls": torch.randint(0, nc, (m,), generator=g).float(), "bboxes": torch.cat((centre, size), 1)}
-    return torch.rand(n, 3, imgsz, imgsz, generator=g), batch
 
 
 def training_step(dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:

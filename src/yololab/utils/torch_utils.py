@@ -26,6 +26,9 @@ def init_seeds(seed: int = 0, deterministic: bool = True) -> None:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # a debugging aid of deterministic mode that NaN-fills every new tensor: 10% of a CPU training step
+        # (benchmarks/train_profile.py), and nothing yololab runs reads memory it did not write
+        torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     else:
