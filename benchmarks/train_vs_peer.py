@@ -178,9 +178,10 @@ class PeerSide:
     records: str
     ours_settings: dict[str, object] = field(default_factory=dict)  # extra yololab train settings (key -> value)
     peer_model: str | None = None  # the peer's own model name when it differs from ours
+    default_sides: tuple[str, ...] = ("ours", "peer")  # the sides run without --only
 
 
-ULTRALYTICS = PeerSide(PEER, run_peer, "yolov8n", "train_vs_peer")
+ULTRALYTICS = PeerSide(PEER, run_peer, "yolov8n", "train_vs_peer", default_sides=SIDES)
 
 
 def table(by_seed: dict[int, dict[str, dict]], args) -> str:
@@ -220,8 +221,8 @@ def table(by_seed: dict[int, dict[str, dict]], args) -> str:
     return head + "\n".join(lines)
 
 
-def sides_to_run(only: str | None, device: str) -> list[str]:
-    """The sides ``--only`` names (comma-separated), or all of them; ours-bf16 by default only where bf16 is native."""
+def sides_to_run(only: str | None, device: str, default: tuple[str, ...]) -> list[str]:
+    """The sides ``--only`` names (comma-separated), or the ``default`` ones, ours-bf16 only where bf16 is native."""
     from yololab.utils.profile import native_bf16_flags
 
     if only:
@@ -230,10 +231,10 @@ def sides_to_run(only: str | None, device: str) -> list[str]:
         if unknown:
             raise SystemExit(f"--only: unknown side(s) {', '.join(unknown)}; choose from {', '.join(SIDES)}")
         return chosen
-    if device == "cpu" and not native_bf16_flags():
+    if "ours-bf16" in default and device == "cpu" and not native_bf16_flags():
         print("ours-bf16 skipped: this CPU has no native bfloat16 (avx512_bf16 or amx_bf16)")
-        return ["ours", "peer"]
-    return list(SIDES)
+        return [s for s in default if s != "ours-bf16"]
+    return list(default)
 
 
 def main(side: PeerSide = ULTRALYTICS, description: str = __doc__) -> None:
@@ -249,7 +250,8 @@ def main(side: PeerSide = ULTRALYTICS, description: str = __doc__) -> None:
     p.add_argument("--seeds", default="0", help="comma-separated seeds; each seed's finished side is reused")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--fraction", type=float, default=1.0, help="share of the train images used (val stays whole)")
-    p.add_argument("--only", help=f"comma-separated sides to run: {', '.join(SIDES)} (default: all)")
+    p.add_argument("--only", help=f"comma-separated sides to run: {', '.join(SIDES)} (default: "
+                                  f"{','.join(side.default_sides)})")
     p.add_argument("--out", type=Path, default=HERE / ".cache" / side.records, help="training runs")
     p.add_argument("--records", type=Path, default=HERE / "records" / side.records, help="per-seed results")
     args = p.parse_args()
@@ -260,7 +262,7 @@ def main(side: PeerSide = ULTRALYTICS, description: str = __doc__) -> None:
     setting = f"{args.data_name}-{args.model}-e{args.epochs}-s{args.imgsz}-f{args.fraction}"
     out, records = args.out / setting, args.records / setting
     data = subset_data(args.data, args.fraction, out / "data")  # absolute paths: the peer resolves relative ones from cwd
-    sides = sides_to_run(args.only, args.device)
+    sides = sides_to_run(args.only, args.device, side.default_sides)
     for seed in [int(s) for s in args.seeds.split(",")]:
         args.seed, seed_dir = seed, out / f"seed{seed}"
         result_file = records / f"seed{seed}.json"
