@@ -3,6 +3,7 @@ logged reason, the run goes on uncompiled) for plug-in modules, RevCol's reversi
 compiler failures."""
 
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from torch._dynamo.exc import TorchDynamoException
 
 from tiny_training import TINY_MODEL, tiny_dataset, tiny_settings
 from yololab.cfg import settings
+from yololab.checkpoint import load_checkpoint
 from yololab.engine.predictor import as_inference_model
 from yololab.engine.trainer import Trainer
 from yololab.errors import UserError
@@ -131,3 +133,16 @@ def test_compiled_model_matches_eager_in_training_and_prediction():
 def test_compile_of_an_onnx_model_is_a_clear_error():
     with pytest.raises(UserError, match="compile=true applies to PyTorch models, not to model.onnx"):
         as_inference_model("model.onnx", compile=True)
+
+
+@pytest.mark.slow  # inductor compiles the tiny model's training graphs: minutes of CPU
+def test_training_with_compile_logs_the_compile_time_and_saves_plain_weights(tmp_path, capsys):
+    data = tiny_dataset(tmp_path / "data")
+    trainer = Trainer(tiny_settings(data, tmp_path / "runs", compile=True, epochs=1, verbose=True),
+                      model=DetectionModel(TINY_MODEL))
+    result = trainer.train()
+    log = capsys.readouterr().out
+    assert trainer.forward.compiled is not None  # it did not fall back
+    assert "compile=true: forward compiled in " in log and "compile=true: first training step " in log
+    weights = load_checkpoint(Path(result["save_dir"]) / "weights" / "last.pt")["model"]
+    assert set(weights) == set(DetectionModel(TINY_MODEL).state_dict())  # no compiled-module prefixes

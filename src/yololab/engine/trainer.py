@@ -238,9 +238,9 @@ class Trainer:
             hint = "; amp=bf16 for bfloat16 autocast on a CPU with native bf16" if device == "cpu" else ""
             return None, f"AMP: off, float32 ({given} on {device}{hint})"
         if amp == "true":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            scaler = " with a gradient scaler" if dtype == torch.float16 else ""
-            return dtype, f"AMP: {str(dtype)[6:]} autocast{scaler} ({given} on cuda)"
+            if torch.cuda.is_bf16_supported():
+                return torch.bfloat16, f"AMP: bfloat16 autocast ({given} on cuda)"
+            return torch.float16, f"AMP: float16 autocast with a gradient scaler ({given} on cuda)"
         if device == "cuda":
             if not torch.cuda.is_bf16_supported():
                 raise ConfigError(f"amp=bf16: {torch.cuda.get_device_name(self.device)} has no bfloat16; "
@@ -360,7 +360,7 @@ class Trainer:
                         f"{values}); stopped without writing a checkpoint (the last good one is "
                         f"{self.wdir / 'last.pt'}). Try a lower lr0, amp=false, or check the labels.")
                 self.scaler.scale(loss * self.world).backward()  # DDP averages gradients; keep per-batch sums
-            if a.compile and i == 0 and epoch == self.start_epoch:
+            if i == 0 and epoch == self.start_epoch and getattr(self.forward, "compiled", None) is not None:
                 self.log(f"compile=true: first training step {time.perf_counter() - t_step:.1f} s (compiling the "
                          "forward and backward graphs)")
             if step:

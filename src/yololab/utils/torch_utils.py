@@ -65,8 +65,9 @@ def _jsonable_numpy_state(state: tuple) -> list:
     return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
-# What amp=auto does on CPU: float32 until the measurements in benchmarks/RESULTS.md ("bf16 training on CPU") show
-# that bf16 autocast trains as accurately; then "bf16" (CPUs without native bf16 would still fall back to float32).
+# What amp=auto does on CPU: float32 until the measurements in benchmarks/RESULTS.md (train_vs_peer.py's bf16 side)
+# show that bf16 autocast trains as accurately. Switching it to "bf16" also needs Trainer._amp to let auto fall back
+# to float32 on CPUs without native bf16, where it refuses amp=bf16.
 AUTO_CPU_AMP = "false"
 
 
