@@ -11,6 +11,7 @@ from tiny_training import TINY_MODEL, fixed_batch, tiny_dataset, tiny_settings
 from yololab.ablation.runner import recorded_recipe, same_recipe
 from yololab.cfg import ConfigError, settings
 from yololab.checkpoint import load_checkpoint
+from yololab.cli import main
 from yololab.engine import trainer as trainer_module
 from yololab.engine.trainer import Trainer
 from yololab.loss import DetectionLoss
@@ -87,12 +88,15 @@ def test_bf16_autocast_step_is_close_to_float32():
     assert torch.nn.functional.cosine_similarity(grads16, grads32, dim=0) > 0.95
 
 
-def test_amp_bf16_is_refused_on_a_cpu_without_native_bf16(tmp_path, monkeypatch):
+def test_amp_bf16_is_refused_on_a_cpu_without_native_bf16(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(trainer_module, "native_bf16_flags", lambda: [])
     data = tiny_dataset(tmp_path / "data")
     with pytest.raises(ConfigError, match="amp=bf16 needs CUDA or a CPU with native bfloat16"):
         Trainer(tiny_settings(data, tmp_path / "runs", amp="bf16"), model=DetectionModel(TINY_MODEL))
     assert not (tmp_path / "runs").exists()  # refused before the run folder is made
+    args = ["train", "model=yolov8n.yaml", f"data={data}", "device=cpu", f"project={tmp_path / 'runs'}", "amp=bf16"]
+    assert main(args) == 2  # a user error: its message, no traceback
+    assert "amp=bf16 needs CUDA or a CPU with native bfloat16" in capsys.readouterr().err
 
 
 @needs_native_bf16
