@@ -11,6 +11,10 @@ The peer runs in its own venv (``bash benchmarks/peer/setup.sh``), fully offline
     python benchmarks/train_vs_peer.py                                # bccd, 50 epochs, imgsz 320, batch 16, cpu
     python benchmarks/train_vs_peer.py --epochs 3 --fraction 0.25     # a quick end-to-end check
     python benchmarks/train_vs_peer.py --seeds 0,1,2                  # seeds already run by a side are reused
+    python benchmarks/train_vs_peer.py --only ours-bf16 --epochs 1 --fraction 0.1   # one side (ours, ours-bf16, peer)
+
+Our sides: ``yololab`` (float32 on CPU: amp=false, so the records keep their meaning whatever amp=auto becomes) and
+``yololab bf16`` (amp=bf16: bfloat16 autocast, run by default only where the CPU has native bf16 or on CUDA).
 
 Each finished side of a seed is recorded in ``benchmarks/records/train_vs_peer/<setting>/seed<N>.json`` (kept in
 git, so a fresh checkout reuses it); the training runs themselves stay in ``benchmarks/.cache``.
@@ -76,14 +80,19 @@ def subset_data(data_yaml: Path, fraction: float, out: Path) -> Path:
     return subset
 
 
-def run_ours(args, data: Path, project: Path) -> dict:
+def run_ours(args, data: Path, project: Path, amp: str | None = None) -> dict:
+    amp = amp or ("false" if args.device == "cpu" else "auto")
     cmd = [sys.executable, "-m", "yololab", "train", f"model={args.model}.yaml", f"data={data}",
            f"epochs={args.epochs}", f"imgsz={args.imgsz}", f"batch={args.batch}", f"device={args.device}",
            f"seed={args.seed}", f"workers={args.workers}", f"project={project}", "name=train", "exist_ok=true",
-           "plots=false", "json=true", *(f"{k}={v}" for k, v in args.ours_settings.items())]
+           "plots=false", "json=true", f"amp={amp}", *(f"{k}={v}" for k, v in args.ours_settings.items())]
     result = _run(cmd, project / "ours.log", env=os.environ.copy())
     return {"map50": result["map50"], "map": result["map"], "aps": result["aps"],
             "images_per_s": result["train_images_per_s"], "source": "yololab train (final validation of best.pt)"}
+
+
+def run_ours_bf16(args, data: Path, project: Path) -> dict:
+    return run_ours(args, data, project, amp="bf16")
 
 
 def run_peer(args, data: Path, project: Path) -> dict:
@@ -155,7 +164,8 @@ def _run(cmd: list[str], log: Path, env: dict) -> dict:
     return json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
 
 
-OURS, PEER = "yololab", "ultralytics 8.4.190"
+OURS, OURS_BF16, PEER = "yololab", "yololab bf16", "ultralytics 8.4.190"
+SIDES = ("ours", "ours-bf16", "peer")  # --only's names
 
 
 @dataclass
@@ -168,9 +178,10 @@ class PeerSide:
     records: str
     ours_settings: dict[str, object] = field(default_factory=dict)  # extra yololab train settings (key -> value)
     peer_model: str | None = None  # the peer's own model name when it differs from ours
+    default_sides: tuple[str, ...] = ("ours", "peer")  # the sides run without --only
 
 
-ULTRALYTICS = PeerSide(PEER, run_peer, "yolov8n", "train_vs_peer")
+ULTRALYTICS = PeerSide(PEER, run_peer, "yolov8n", "train_vs_peer", default_sides=SIDES)
 
 
 def table(by_seed: dict[int, dict[str, dict]], args) -> str:
@@ -185,23 +196,45 @@ def table(by_seed: dict[int, dict[str, dict]], args) -> str:
         for name, r in rows.items():
             aps = "-" if r["aps"] is None else f"{r['aps']:.3f}"
             lines.append(f"| {seed} | {name} | {r['map50']:.3f} | {r['map']:.3f} | {aps} | {r['images_per_s']:.2f} |")
-    both = {seed: rows for seed, rows in by_seed.items() if OURS in rows and peer in rows}
-    if both:
+    with_peer: dict[int, dict] = {}  # seeds where one of our sides and the peer both ran
+    for ours, theirs, theirs_label in ((OURS, peer, "peer"), (OURS_BF16, peer, "peer"), (OURS_BF16, OURS, OURS)):
+        both = {seed: rows for seed, rows in by_seed.items() if ours in rows and theirs in rows}
+        if not both:
+            continue
+        if theirs == peer:
+            with_peer.update(both)
         lines.append("")
         for metric, label in (("map", "mAP50-95"), ("map50", "mAP50"), ("aps", "APs")):
-            ours = {s: r[OURS][metric] for s, r in both.items() if r[OURS][metric] is not None}
-            theirs = {s: r[peer][metric] for s, r in both.items() if r[peer][metric] is not None}
-            so, sp = summarize(list(ours.values())), summarize(list(theirs.values()))
-            diff = paired_difference(ours, theirs)
+            a = {s: r[ours][metric] for s, r in both.items() if r[ours][metric] is not None}
+            b = {s: r[theirs][metric] for s, r in both.items() if r[theirs][metric] is not None}
+            sa, sb = summarize(list(a.values())), summarize(list(b.values()))
+            diff = paired_difference(a, b)
             interval = f" [{diff.low:+.3f}, {diff.high:+.3f}] {diff.verdict}" if diff.n > 1 else ""
-            lines.append(f"{label}: yololab {so.mean:.3f}±{so.std:.3f}, peer {sp.mean:.3f}±{sp.std:.3f} over "
-                         f"{diff.n} seed(s); yololab - peer {diff.mean:+.3f}{interval}")
-        ratios = [r[OURS]["images_per_s"] / r[peer]["images_per_s"] for r in both.values()]
-        lines.append("throughput yololab / peer: " + ", ".join(f"x{x:.2f}" for x in ratios))
+            lines.append(f"{label}: {ours} {sa.mean:.3f}±{sa.std:.3f}, {theirs_label} {sb.mean:.3f}±{sb.std:.3f} "
+                         f"over {diff.n} seed(s); {ours} - {theirs_label} {diff.mean:+.3f}{interval}")
+        ratios = [r[ours]["images_per_s"] / r[theirs]["images_per_s"] for r in both.values()]
+        lines.append(f"throughput {ours} / {theirs_label}: " + ", ".join(f"x{x:.2f}" for x in ratios))
+    if with_peer:
         lines.append("peer's own reported numbers: " + ", ".join(
             f"seed {s}: mAP50 {r[peer]['peer_reported']['map50']:.3f}, mAP50-95 {r[peer]['peer_reported']['map']:.3f}"
-            for s, r in sorted(both.items())))
+            for s, r in sorted(with_peer.items())))
     return head + "\n".join(lines)
+
+
+def sides_to_run(only: str | None, device: str, default: tuple[str, ...]) -> list[str]:
+    """The sides ``--only`` names (comma-separated), or the ``default`` ones, ours-bf16 only where bf16 is native."""
+    from yololab.utils.profile import native_bf16_flags
+
+    if only:
+        chosen = [s.strip() for s in only.split(",") if s.strip()]
+        unknown = [s for s in chosen if s not in SIDES]
+        if unknown:
+            raise SystemExit(f"--only: unknown side(s) {', '.join(unknown)}; choose from {', '.join(SIDES)}")
+        return chosen
+    if "ours-bf16" in default and device == "cpu" and not native_bf16_flags():
+        print("ours-bf16 skipped: this CPU has no native bfloat16 (avx512_bf16 or amx_bf16)")
+        return [s for s in default if s != "ours-bf16"]
+    return list(default)
 
 
 def main(side: PeerSide = ULTRALYTICS, description: str = __doc__) -> None:
@@ -217,7 +250,8 @@ def main(side: PeerSide = ULTRALYTICS, description: str = __doc__) -> None:
     p.add_argument("--seeds", default="0", help="comma-separated seeds; each seed's finished side is reused")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--fraction", type=float, default=1.0, help="share of the train images used (val stays whole)")
-    p.add_argument("--only", choices=("ours", "peer"), help="run one side only")
+    p.add_argument("--only", help=f"comma-separated sides to run: {', '.join(SIDES)} (default: "
+                                  f"{','.join(side.default_sides)})")
     p.add_argument("--out", type=Path, default=HERE / ".cache" / side.records, help="training runs")
     p.add_argument("--records", type=Path, default=HERE / "records" / side.records, help="per-seed results")
     args = p.parse_args()
@@ -228,12 +262,14 @@ def main(side: PeerSide = ULTRALYTICS, description: str = __doc__) -> None:
     setting = f"{args.data_name}-{args.model}-e{args.epochs}-s{args.imgsz}-f{args.fraction}"
     out, records = args.out / setting, args.records / setting
     data = subset_data(args.data, args.fraction, out / "data")  # absolute paths: the peer resolves relative ones from cwd
+    sides = sides_to_run(args.only, args.device, side.default_sides)
     for seed in [int(s) for s in args.seeds.split(",")]:
         args.seed, seed_dir = seed, out / f"seed{seed}"
         result_file = records / f"seed{seed}.json"
         rows = json.loads(result_file.read_text()) if result_file.is_file() else {}
-        for name, which, run in ((OURS, "ours", run_ours), (side.name, "peer", side.run)):
-            if args.only in (None, which) and name not in rows:
+        for name, which, run in ((OURS, "ours", run_ours), (OURS_BF16, "ours-bf16", run_ours_bf16),
+                                 (side.name, "peer", side.run)):
+            if which in sides and name not in rows:
                 rows[name] = {**run(args, data, seed_dir / which), "machine": machine_summary()}
                 records.mkdir(parents=True, exist_ok=True)
                 result_file.write_text(json.dumps(rows, indent=1))  # after each side: a crash keeps the other

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import yaml
 
 from yololab.cfg import Settings, settings
@@ -39,3 +40,14 @@ def tiny_settings(data: Path, project: Path, **overrides) -> Settings:
             "project": str(project), "name": "run", "exist_ok": True, "plots": False, "mosaic": 0.0,
             "close_mosaic": 0, "warmup_epochs": 1, "nbs": 8, "verbose": False}
     return settings("train", {**base, **overrides})
+
+
+def fixed_batch(n: int = 4, imgsz: int = 128, nc: int = 4, boxes_per_image: int = 3) -> tuple[torch.Tensor, dict]:
+    """Random images and normalized-xywh targets, the same on every call (the dataset's batch contract)."""
+    g = torch.Generator().manual_seed(0)
+    m = n * boxes_per_image
+    centre = 0.2 + 0.6 * torch.rand(m, 2, generator=g)
+    size = 0.1 + 0.3 * torch.rand(m, 2, generator=g)
+    batch = {"batch_idx": torch.arange(n).repeat_interleave(boxes_per_image).float(),
+             "cls": torch.randint(0, nc, (m,), generator=g).float(), "bboxes": torch.cat((centre, size), 1)}
+    return torch.rand(n, 3, imgsz, imgsz, generator=g), batch

@@ -211,7 +211,7 @@ def predict_kwargs(s: Settings) -> dict[str, Any]:
     saving = s.save or s.save_txt or s.save_json
     return {"imgsz": s.imgsz, "conf": 0.25 if s.conf is None else s.conf, "iou": s.iou, "max_det": s.max_det,
             "slice": s.slice, "overlap": s.overlap, "slice_full": s.slice_full, "device": s.device, "half": s.half,
-            "save": s.save, "save_txt": s.save_txt, "save_json": s.save_json,
+            "save": s.save, "save_txt": s.save_txt, "save_json": s.save_json, "compile": s.compile,
             "save_dir": command_dir(s, "predict") if saving else None}
 
 

@@ -7,6 +7,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from torch import nn
+
 from .errors import UserError
 
 _LOADED: dict[Path, object] = {}
@@ -48,4 +50,15 @@ def _import_file(path: Path) -> object:
         frames = [f for f in traceback.extract_tb(e.__traceback__) if Path(f.filename).resolve() == path]
         line = frames[-1].lineno if frames else "?"
         raise PluginError(f"plug-in {path} line {line}: {type(e).__name__}: {e}") from None
+    _mark_uncompiled(module, path)
     return module
+
+
+def _mark_uncompiled(module: object, path: Path) -> None:
+    """Give the plug-in's modules a ``compile_unsupported`` reason (compile=true runs them uncompiled) unless their
+    class states its own (``compile_unsupported = None`` to compile it)."""
+    for obj in vars(module).values():
+        if (isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__
+                and "compile_unsupported" not in vars(obj)):
+            obj.compile_unsupported = (f"a plug-in module from {path.name}, not checked with torch.compile "
+                                       "(set compile_unsupported = None in its class to compile it)")

@@ -26,12 +26,13 @@ from ..cfg import command_keys
 from ..checkpoint import load_checkpoint
 from ..utils.files import to_jsonable, write_json
 from ..utils.profile import machine_summary
+from ..utils.torch_utils import same_amp
 from .statistics import METRIC_LABELS, NOT_RUN, RunResult
 
 # Keys of `yololab train` that say which run it is and where and how it executes, not what it learns. Every other
 # train key is the recipe, pinned for all runs of a comparison (a later change of a default cannot change it halfway).
 RUN_KEYS = ("model", "seed", "project", "name", "exist_ok", "device", "threads", "resume", "plots", "save_period",
-            "cache", "json", "verbose")
+            "cache", "json", "verbose", "compile")
 _MISSING = object()
 RunFn = Callable[[str, int, Path, dict, "str | None"], dict]  # (model, seed, run dir, recipe, device)
 MACHINE_KEY = "machine"  # a run function may return the machine it trained on under this key (Ray workers do)
@@ -49,6 +50,13 @@ def recorded_recipe(run_dir: Path, result: dict) -> dict[str, Any]:
     args_file = run_dir / "args.yaml"
     args = yaml.safe_load(args_file.read_text()) if args_file.is_file() else {}
     return {**(args or {}), **result.get("recipe", {})}
+
+
+def same_recipe(recorded: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    """Whether a finished run's recorded recipe is the wanted one: every key equal, except that ``amp`` values which
+    train alike on CPU and CUDA match (runs recorded ``amp: true`` are reused by ``amp: auto``)."""
+    return all(recorded.get(k, _MISSING) == v or (k == "amp" and k in recorded and same_amp(recorded[k], v))
+               for k, v in wanted.items())
 
 
 def train_command(model: str, seed: int, run_dir: Path, recipe: dict) -> list[str]:
@@ -133,8 +141,7 @@ def run_all(models: list[str], seeds: list[int], out: Path, recipe: dict, *, run
         run_dir = out / "runs" / f"{name}-seed{seed}"
         done = run_dir / "result.json"
         previous = json.loads(done.read_text()) if done.is_file() else None
-        if previous is not None and all(recorded_recipe(run_dir, previous).get(k, _MISSING) == v
-                                        for k, v in recipe_json.items()):
+        if previous is not None and same_recipe(recorded_recipe(run_dir, previous), recipe_json):
             log(f"{prefix}: reusing {done}")
             return progress(RunResult(model, seed, True, previous["metrics"], run_dir=str(run_dir),
                                       machine=previous.get("machine", "")))

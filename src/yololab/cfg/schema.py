@@ -131,6 +131,7 @@ RULES: dict[str, Rule] = {
     "warmup_momentum": fraction(),
     "warmup_bias_lr": non_negative(),
     "nbs": count(1),
+    "amp": Rule("str", choices=("auto", "true", "false", "bf16")),  # true/false: as before auto and bf16 existed
     "clip_grad": non_negative(),
     "patience": count(0),
     "close_mosaic": count(0),

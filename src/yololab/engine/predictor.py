@@ -26,7 +26,7 @@ from ..data.records import coco_image_ids
 from ..errors import UserError
 from ..ops import non_max_suppression, unletterbox_boxes
 from ..utils.files import write_json
-from ..utils.torch_utils import fused_copy, select_device
+from ..utils.torch_utils import CompiledModel, fused_copy, select_device
 from .exporter import OnnxModel
 from .preprocess import check_imgsz, preprocess
 from .results import Results
@@ -39,14 +39,15 @@ SLICE_BATCH = 8  # tiles per forward pass in sliced inference
 
 
 class TorchModel:
-    """A detector prepared for inference (eval mode, on one device, float32 or float16).
+    """A detector prepared for inference (eval mode, on one device, float32 or float16, compiled with ``compile``).
 
     Called with a float tensor (B, 3, H, W) in [0, 1]; returns the decoded (B, 4 + nc, anchors) in float32.
     """
 
     input_shape = None  # any multiple of the stride
 
-    def __init__(self, model: nn.Module, device: torch.device | None = None, half: bool = False):
+    def __init__(self, model: nn.Module, device: torch.device | None = None, half: bool = False,
+                 compile: bool = False):
         p = next(model.parameters())
         self.device = device or p.device
         if half and self.device.type != "cuda":
@@ -57,22 +58,23 @@ class TorchModel:
             self.model.half()
         self.names = getattr(model, "names", {})
         self.stride = int(max(getattr(model, "stride", torch.tensor([32.0])).tolist()))
+        self.forward = CompiledModel(self.model) if compile else self.model
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return self.model(images.to(self.device, self.dtype)).float()
+            return self.forward(images.to(self.device, self.dtype)).float()
 
 
 InferenceModel = TorchModel | OnnxModel
 
 
 def as_inference_model(model: Any, device: str | torch.device | None = None, half: bool = False,
-                       fuse: bool = True) -> InferenceModel:
+                       fuse: bool = True, compile: bool = False) -> InferenceModel:
     """Wrap a DetectionModel, a ``YOLO``, or a checkpoint / YAML / ``.onnx`` path for inference.
 
     Modules are fused on a copy when ``fuse`` (the caller's model is left untouched); with ``fuse=False``
     the module itself is used (the validator's case: it is already in eval mode). ``device=None`` keeps
-    the model's device (CPU for ONNX).
+    the model's device (CPU for ONNX). ``compile`` runs a PyTorch model through ``torch.compile``.
     """
 
     if isinstance(model, (TorchModel, OnnxModel)):
@@ -80,6 +82,9 @@ def as_inference_model(model: Any, device: str | torch.device | None = None, hal
     if isinstance(model, (str, Path)) and str(model).endswith(".onnx"):
         if half:
             raise UserError("half applies to PyTorch models; export with half=true for a float16 ONNX model")
+        if compile:
+            raise UserError(f"compile=true applies to PyTorch models, not to {Path(model).name} (ONNX Runtime "
+                            "optimizes its own graph)")
         return OnnxModel(model, select_device(device or "cpu"))
     if isinstance(model, (str, Path)):
         model = load_model(model)
@@ -89,7 +94,7 @@ def as_inference_model(model: Any, device: str | torch.device | None = None, hal
         raise TypeError(f"cannot predict with a {type(model).__name__}; give a DetectionModel, YOLO or model path")
     if fuse:
         model = fused_copy(model)
-    return TorchModel(model, None if device is None else select_device(device), half)
+    return TorchModel(model, None if device is None else select_device(device), half, compile)
 
 
 # --- preprocessing and detection
@@ -282,7 +287,7 @@ def predict(model: Any, source: Any, *, imgsz: int = 640, conf: float = 0.25, io
             max_det: int = 300, slice: int | None = None, overlap: float = 0.2, slice_full: bool = True,
             device: str | torch.device | None = None, half: bool = False, save_dir: str | Path | None = None,
             save: bool = False, save_txt: bool = False, save_json: bool = False, stream: bool = False,
-            verbose: bool = False) -> list[Results] | Iterator[Results]:
+            verbose: bool = False, compile: bool = False) -> list[Results] | Iterator[Results]:
     """Detect objects in every image / video frame of ``source``; a list of Results (a generator if ``stream``).
 
     With ``save_dir``: ``save`` writes annotated images (and annotated videos, mp4v), ``save_txt``
@@ -290,7 +295,7 @@ def predict(model: Any, source: Any, *, imgsz: int = 640, conf: float = 0.25, io
     """
     if (save or save_txt or save_json) and save_dir is None:
         raise ValueError("save, save_txt and save_json need a save_dir")
-    runner = as_inference_model(model, device, half)
+    runner = as_inference_model(model, device, half, compile=compile)
     if input_size(runner, imgsz) != imgsz:
         print(f"note: {runner.file.name} has a fixed input size {runner.input_shape[0]}; using it, not imgsz={imgsz}")
     items = expand_source(source)

@@ -39,11 +39,13 @@ from ..nn import DetectionModel
 from ..plots import plot_training_curves
 from ..utils import dist
 from ..utils.files import RunLock, remove_stale_temp_files, run_dir, to_jsonable, write_atomic
-from ..utils.profile import machine_summary
+from ..utils.profile import NATIVE_BF16_FLAGS, machine_summary, native_bf16_flags
 from ..utils.torch_utils import (
+    CompiledModel,
     ModelEMA,
     init_seeds,
     parameter_groups,
+    resolve_amp,
     rng_states,
     select_device,
     set_rng_states,
@@ -54,7 +56,7 @@ from .preprocess import check_imgsz
 from .validator import validate
 
 # Settings a resumed run takes from the user when set to a non-default value (the rest come from the checkpoint).
-RESUME_OVERRIDES = ("device", "workers", "json", "verbose")
+RESUME_OVERRIDES = ("device", "workers", "json", "verbose", "compile")
 METRIC_AND_LR_COLUMNS = ("lr/pg0", "lr/pg1", "lr/pg2", "metrics/precision", "metrics/recall", "metrics/mAP50",
                          "metrics/mAP50-95", "metrics/APs", "metrics/APm", "metrics/APl")
 # Learning rate of each optimizer when lr0 is not set.
@@ -102,6 +104,7 @@ class Trainer:
         if self.resume_ckpt is None:  # a resumed run keeps the settings its checkpoint recorded
             self.args = self._with_family_recipe()
         check_imgsz(self.args.imgsz, int(max(self.model.stride)))
+        self.amp_dtype, self.amp_note = self._amp()
         self.save_dir = self._save_dir()  # created once the settings, data and model are known to be usable
         self.wdir = self.save_dir / "weights"
         self.lock: RunLock | None = None
@@ -193,7 +196,6 @@ class Trainer:
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             else:
                 self.log("sync_bn=true has no effect on CPU (SyncBatchNorm needs CUDA): BatchNorms stay per process")
-        self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         stride = int(max(self.model.stride))
         train_set = YoloDataset(self.data.train, imgsz=a.imgsz, augment=True, hyp=a, batch_size=self.batch,
@@ -220,16 +222,36 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.ema = ModelEMA(self.model) if a.ema else None
+        self.forward = CompiledModel(self.model, self.log) if a.compile else self.model  # shares self.model's weights
         self.start_epoch = 0
         if self.resume_ckpt is not None:
             self._restore(self.resume_ckpt)
         self.health = (RunHealth(self.save_dir, sample_images(self.val_loader.dataset), self.start_epoch)
                        if self.val_loader is not None else None)
 
-    def _amp_dtype(self) -> torch.dtype | None:
-        if not self.args.amp or self.device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    def _amp(self) -> tuple[torch.dtype | None, str]:
+        """The autocast dtype of the model forward (None: float32) and a line saying why; amp=bf16 is refused where
+        it would be emulated. The loss, assigner, EMA and metrics always run in float32."""
+        amp, device = resolve_amp(self.args.amp, self.device.type), self.device.type
+        given = f"amp={self.args.amp}"
+        if amp == "false":
+            hint = "; amp=bf16 for bfloat16 autocast on a CPU with native bf16" if device == "cpu" else ""
+            return None, f"AMP: off, float32 ({given} on {device}{hint})"
+        if amp == "true":
+            if torch.cuda.is_bf16_supported():
+                return torch.bfloat16, f"AMP: bfloat16 autocast ({given} on cuda)"
+            return torch.float16, f"AMP: float16 autocast with a gradient scaler ({given} on cuda)"
+        if device == "cuda":
+            if not torch.cuda.is_bf16_supported():
+                raise ConfigError(f"amp=bf16: {torch.cuda.get_device_name(self.device)} has no bfloat16; "
+                                  "use amp=auto (float16 with a gradient scaler)")
+            return torch.bfloat16, "AMP: bfloat16 autocast (amp=bf16 on cuda)"
+        flags = native_bf16_flags()
+        if device != "cpu" or not flags:
+            raise ConfigError(f"amp=bf16 needs CUDA or a CPU with native bfloat16 ({' or '.join(NATIVE_BF16_FLAGS)} "
+                              f"in /proc/cpuinfo); device {self.device} has none, where bf16 would be slower than "
+                              "float32: use amp=auto")
+        return torch.bfloat16, f"AMP: bfloat16 autocast (amp=bf16, CPU has {', '.join(flags)})"
 
     def _build_optimizer(self, n_images: int) -> torch.optim.Optimizer:
         a = self.args
@@ -280,8 +302,8 @@ class Trainer:
         nb = len(self.train_loader)
         warmup_iters = max(round(a.warmup_epochs * nb), a.warmup_min_iters) if a.warmup_epochs > 0 else -1
         self.log(f"training {self.save_dir} for {epochs} epochs: {len(self.train_loader.dataset)} train images, "
-                 f"{nb} batches of {self.batch} per process x {self.world}, device {self.device}"
-                 + (f", AMP {self.amp_dtype}" if self.amp_dtype else ""))
+                 f"{nb} batches of {self.batch} per process x {self.world}, device {self.device}")
+        self.log(self.amp_note)
         self.log(f"machine: {machine_summary()}")
         epoch_times, train_times = [], []  # whole epochs; their training part (loading, forward, backward, step)
         try:
@@ -321,7 +343,7 @@ class Trainer:
         bar = tqdm(self.train_loader, total=nb, desc=f"epoch {epoch + 1}/{epochs}", disable=not self.main,
                    leave=True, dynamic_ncols=True, bar_format="{l_bar}{bar:12}{r_bar}")
         for i, batch in enumerate(bar):
-            ni = i + nb * epoch
+            t_step, ni = time.perf_counter(), i + nb * epoch
             if ni <= warmup_iters:
                 accumulate = self._warm_up(ni, warmup_iters, epoch)
             imgs = batch["img"].to(self.device, non_blocking=True, memory_format=torch.channels_last).float().div_(255)
@@ -329,7 +351,7 @@ class Trainer:
             with (nullcontext() if step or self.world == 1 else model.no_sync()):
                 with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                     enabled=self.amp_dtype is not None):
-                    preds = model(imgs)
+                    preds = self.forward(imgs)
                 loss, parts = self.loss_fn(preds, batch)
                 values = parts.tolist()
                 if not math.isfinite(loss.item()):
@@ -338,6 +360,9 @@ class Trainer:
                         f"{values}); stopped without writing a checkpoint (the last good one is "
                         f"{self.wdir / 'last.pt'}). Try a lower lr0, amp=false, or check the labels.")
                 self.scaler.scale(loss * self.world).backward()  # DDP averages gradients; keep per-batch sums
+            if i == 0 and epoch == self.start_epoch and getattr(self.forward, "compiled", None) is not None:
+                self.log(f"compile=true: first training step {time.perf_counter() - t_step:.1f} s (compiling the "
+                         "forward and backward graphs)")
             if step:
                 self._optimizer_step()
                 last_step = i

@@ -271,6 +271,12 @@ class RevCol(nn.Module):
                 states = column(x, states)
         return list(states[1:])
 
+    @property
+    def compile_unsupported(self) -> str | None:
+        """Why torch.compile cannot take this module now: training through the reversible autograd function."""
+        return "its reversible autograd function (save_memory=True) runs its own backward" \
+            if self.save_memory and self.training else None
+
     def _trainable_column_params(self) -> list[nn.Parameter]:
         return [p for p in self.columns.parameters() if p.requires_grad]
 

@@ -15,6 +15,24 @@ from torch.utils.flop_counter import FlopCounterMode
 from .threads import describe as describe_threads
 from .torch_utils import fused_copy
 
+# CPU flags of native bfloat16 arithmetic (AMX tiles, AVX512-BF16 dot products): bf16 autocast is fast only there.
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_flags() -> set[str]:
+    """The feature flags of this CPU as Linux lists them in ``/proc/cpuinfo`` (empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(ln.split(":", 1)[1].split()) for ln in f if ln.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def native_bf16_flags() -> list[str]:
+    """Which of ``NATIVE_BF16_FLAGS`` this CPU has (empty: bf16 would be emulated, slower than float32)."""
+    flags = cpu_flags()
+    return [flag for flag in NATIVE_BF16_FLAGS if flag in flags]
+
 
 def machine_summary(load: bool = True) -> str:
     """One line saying where numbers were measured: CPU, cores, torch and its threads, GPU when present, and the
@@ -25,7 +43,8 @@ def machine_summary(load: bool = True) -> str:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    cpu += f" ({torch.backends.cpu.get_cpu_capability()})"  # the kernels torch picks: numerics differ between them
+    # the kernels torch picks (numerics differ between them) and the native bf16 units
+    cpu += f" ({', '.join([torch.backends.cpu.get_cpu_capability(), *native_bf16_flags()])})"
     load_now = f", load average {os.getloadavg()[0]:.1f}" if load and hasattr(os, "getloadavg") else ""
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     return f"{cpu}, {os.cpu_count()} CPU cores, torch {torch.__version__} with {describe_threads()}{load_now}{gpu}"

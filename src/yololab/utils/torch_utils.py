@@ -6,7 +6,9 @@ import json
 import math
 import os
 import random
+import time
 from copy import deepcopy
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -24,6 +26,9 @@ def init_seeds(seed: int = 0, deterministic: bool = True) -> None:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # a debugging aid of deterministic mode that NaN-fills every new tensor: 10% of a CPU training step
+        # (benchmarks/train_profile.py), and nothing yololab runs reads memory it did not write
+        torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     else:
@@ -60,6 +65,26 @@ def _jsonable_numpy_state(state: tuple) -> list:
     return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
+# What amp=auto does on CPU: float32 until the measurements in benchmarks/RESULTS.md (train_vs_peer.py's bf16 side)
+# show that bf16 autocast trains as accurately. Switching it to "bf16" also needs Trainer._amp to let auto fall back
+# to float32 on CPUs without native bf16, where it refuses amp=bf16.
+AUTO_CPU_AMP = "false"
+
+
+def resolve_amp(amp: str | bool, device_type: str) -> str:
+    """What an ``amp`` setting (auto, true, false, bf16) does on a device type: ``"false"`` (float32), ``"true"``
+    (CUDA mixed precision: float16 with a gradient scaler, bfloat16 where the GPU has it) or ``"bf16"``."""
+    amp = str(amp).lower()
+    if amp == "auto":
+        amp = "true" if device_type == "cuda" else AUTO_CPU_AMP
+    return "false" if amp == "true" and device_type != "cuda" else amp
+
+
+def same_amp(a: str | bool, b: str | bool) -> bool:
+    """Whether two ``amp`` settings train alike on CPU and on CUDA (true and auto, while auto is float32 on CPU)."""
+    return all(resolve_amp(a, device) == resolve_amp(b, device) for device in ("cpu", "cuda"))
+
+
 def fused_copy(model: nn.Module, fuse: bool = True) -> nn.Module:
     """A float32 eval-mode copy of ``model``, with BatchNorms and re-parameterizable branches folded when ``fuse``
     (same eval outputs, faster); the caller's model is left untouched."""
@@ -67,6 +92,48 @@ def fused_copy(model: nn.Module, fuse: bool = True) -> nn.Module:
     if fuse and callable(getattr(model, "fuse", None)):
         model.fuse()
     return model
+
+
+def compile_blocker(model: nn.Module) -> str | None:
+    """Why ``model`` must run uncompiled: the reason the first of its modules gives in ``compile_unsupported``
+    (a class attribute or property; plug-in modules get one from ``load_plugins``), else None."""
+    for name, module in unwrap(model).named_modules():
+        reason = getattr(module, "compile_unsupported", None)
+        if reason:
+            return f"{name or 'the model'} ({type(module).__name__}): {reason}"
+    return None
+
+
+class CompiledModel:
+    """``model`` called through ``torch.compile`` (inductor, static shapes), or the plain module where the model
+    declares it cannot compile (``compile_blocker``) or the compiler fails; each fallback is logged with its reason,
+    and the first compiled call (the compilation) with its time. Parameters and state stay those of ``model``."""
+
+    def __init__(self, model: nn.Module, log: Callable[[str], None] = print):
+        self.model, self.log = model, log
+        self.compile_s: float | None = None
+        reason = compile_blocker(model)
+        self.compiled = None if reason else torch.compile(model, dynamic=False)
+        if reason:
+            log(f"compile=true: running uncompiled, {reason}")
+
+    def __call__(self, *args: Any) -> Any:
+        if self.compiled is None:
+            return self.model(*args)
+        from torch._dynamo.exc import TorchDynamoException  # loads the compiler: only where it is used
+
+        t0 = time.perf_counter()
+        try:
+            out = self.compiled(*args)
+        except TorchDynamoException as e:
+            self.compiled = None
+            reason = (str(e).strip().splitlines() or [""])[0][:200]
+            self.log(f"compile=true: running uncompiled, torch.compile failed ({type(e).__name__}: {reason})")
+            return self.model(*args)
+        if self.compile_s is None:
+            self.compile_s = time.perf_counter() - t0
+            self.log(f"compile=true: forward compiled in {self.compile_s:.1f} s (first call; later calls reuse it)")
+        return out
 
 
 def unwrap(model: nn.Module) -> nn.Module:
