@@ -5,10 +5,10 @@ same validator (square letterboxed input of the export size, conf 0.001), and th
 with the drop from float32 in points. Calibration: ``--calib`` training images drawn with the exporter's seeded
 subset, letterboxed like the predictor. Variants:
 
-- ``nncf-mixed-decode-fp32``: what ``yololab export format=openvino-int8`` does (MIXED preset, the head's box
-  decoding kept in float32);
-- ``nncf-mixed``: MIXED, everything quantized; ``nncf-performance-decode-fp32``: PERFORMANCE preset (symmetric
-  activations), decoding in float32;
+- ``nncf-performance``: what ``yololab export format=openvino-int8`` does (PERFORMANCE preset: symmetric weights
+  and activations; every op quantized); ``nncf-mixed``: MIXED preset (asymmetric activations);
+- ``...-decode-fp32``: the same, with the head's box decoding (every op of the head but its convolutions) kept in
+  float32 through NNCF's ignored scope;
 - ``ort-static-qdq``: ONNX Runtime ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, MinMax
   calibration) on the slimmed ONNX export, decoding ops excluded like above, run by onnxruntime.
 
@@ -31,15 +31,22 @@ from yololab.engine.openvino import (
     OpenVinoModel,
     calibration_subset,
     export_openvino,
-    head_decode_scope,
     image_transform,
     quantize_int8,
 )
 from yololab.engine.validator import validate
 
-NNCF_VARIANTS = {"nncf-mixed-decode-fp32": ("mixed", True), "nncf-mixed": ("mixed", False),
-                 "nncf-performance-decode-fp32": ("performance", True)}  # name: (preset, box decoding in float32)
+NNCF_VARIANTS = {"nncf-performance": ("performance", False), "nncf-mixed": ("mixed", False),
+                 "nncf-performance-decode-fp32": ("performance", True),
+                 "nncf-mixed-decode-fp32": ("mixed", True)}  # name: (preset, box decoding in float32)
 VARIANTS = (*NNCF_VARIANTS, "ort-static-qdq")
+
+
+def head_decode_scope(model) -> list[str]:
+    """Node-name patterns of the detection head's box decoding: every op of the last row but its convolutions, and
+    a DFL's fixed projection (left in float32 by the ``-decode-fp32`` variants)."""
+    prefix = rf"^/model\.{len(model.model) - 1}/"
+    return [prefix + r"(?!.*Conv).*", prefix + r"dfl/.*"]
 
 
 def ort_static_int8(onnx_file: Path, out: Path, calibration: list, transform, ignored: list[str]) -> Path:
