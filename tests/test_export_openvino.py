@@ -73,10 +73,11 @@ def test_cli_export_predict_and_val_with_an_xml_model(tmp_path, capsys):
     cfg.write_text(yaml.safe_dump(TINY_MODEL))  # 4 classes, as tiny_dataset
     data = tiny_dataset(tmp_path / "data", n_train=4, n_val=4)
     assert main(["export", f"model={cfg}", "format=openvino", f"imgsz={IMGSZ}", f"project={tmp_path}", "name=exp",
-                 "json=true"]) == 0
+                 f"data={data}", "json=true"]) == 0
     exported = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     xml = tmp_path / "exp" / "tiny.xml"
     assert exported["file"] == str(xml) and exported["max_abs_diff"] < 1e-3
+    assert 0 <= exported["fp32_map"] <= 1 and "int8_map" not in exported  # data= given: the IR's val mAP
     source = tmp_path / "data" / "images" / "val"
     assert main(["predict", f"model={xml}", f"source={source}", "conf=0.0001", f"imgsz={IMGSZ}", "save=false",
                  "json=true"]) == 0

@@ -105,7 +105,7 @@ def save_ir(model: Any, xml_file: Path, metadata: dict[str, str]) -> Path:
     """Write an ``openvino.Model`` with ``metadata`` in its runtime info; the ``.bin`` goes beside the ``.xml``.
 
     ``compress_to_fp16=False``: OpenVINO would otherwise store float weights as float16 (half the file, widened
-    again when loaded, outputs off by about 1e-3 relative); yololab keeps float32 so the IR matches PyTorch.
+    again when loaded; outputs off by 1-3e-3 relative, measured); yololab keeps float32 so the IR matches PyTorch.
     """
     for key, value in metadata.items():
         model.set_rt_info(value, [META_SECTION, key])
