@@ -130,6 +130,16 @@ def test_bench_times_openvino_float32_and_int8(capsys):
     assert "synthetic scenes (no data= given)" in capsys.readouterr().out
 
 
+def test_bench_command_calibrates_int8_on_the_train_split(tmp_path, capsys):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(TINY_MODEL))
+    data = tiny_dataset(tmp_path / "data", n_train=4, n_val=2)
+    assert main(["bench", f"model={cfg}", f"imgsz={IMGSZ}", "formats=openvino-int8", f"data={data}", "calib_images=4",
+                 "runs=1", "warmup=0", "device=cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "openvino-int8 cpu" in out and "synthetic" not in out
+
+
 def test_missing_openvino_is_a_user_error_naming_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "openvino", None)  # what an environment without the extra looks like
     cfg = tmp_path / "tiny.yaml"

@@ -87,15 +87,17 @@ def _openvino_files(model: nn.Module, tmp: Path, formats: list[str], imgsz: int,
     """The float32 (and, if asked for, INT8) IR of the fused model, by bench format name."""
     if not {"openvino", "openvino-int8"} & set(formats):
         return {}
-    int8 = "openvino-int8" in formats
-    if int8 and calibration is None and verbose:
-        print(f"warning: openvino-int8 is calibrated on {SYNTHETIC_CALIBRATION} synthetic scenes (no data= given): "
-              "its latency is real, its accuracy unknown")
-    scenes = [make_large_scene(imgsz, imgsz, n_objects=12, object_px=(8, imgsz // 4), seed=i)[0]
-              for i in range(SYNTHETIC_CALIBRATION)] if int8 and calibration is None else None
-    result = export_openvino(model, tmp / "model.xml", imgsz=imgsz, batch=batch, verbose=False,
-                             calibration=scenes or (calibration if int8 else None),
-                             load=load_image if scenes is None else None)
+    items, load = None, None
+    if "openvino-int8" in formats and calibration is not None:
+        items, load = calibration, load_image
+    elif "openvino-int8" in formats:
+        if verbose:
+            print(f"warning: openvino-int8 is calibrated on {SYNTHETIC_CALIBRATION} synthetic scenes (no data= "
+                  "given): its latency is real, its accuracy unknown")
+        items = [make_large_scene(imgsz, imgsz, n_objects=12, object_px=(8, imgsz // 4), seed=i)[0]
+                 for i in range(SYNTHETIC_CALIBRATION)]
+    result = export_openvino(model, tmp / "model.xml", imgsz=imgsz, batch=batch, calibration=items, load=load,
+                             verbose=False)
     return {"openvino": Path(result.get("fp32_file", result["file"])), "openvino-int8": Path(result["file"])}
 
 

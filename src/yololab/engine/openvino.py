@@ -76,11 +76,14 @@ def export_openvino(model: nn.Module, file: str | Path, *, imgsz: int = 640, bat
     (``<stem>-int8.xml``), which then is the result's ``file``. ``max_abs_diff`` compares the float32 IR's decoded
     outputs with PyTorch's on ``image`` (or the built-in sample scene), like the ONNX check.
     """
+    ov = import_openvino()
+    if calibration is not None:
+        import_nncf()  # before any work: a missing extra is reported at once
     file = Path(file).with_suffix(".xml")
     with tempfile.TemporaryDirectory(prefix="yololab-openvino-") as tmp:
         onnx_file = export_onnx(model, Path(tmp) / "model.onnx", imgsz, batch=batch, opset=opset, dynamic=dynamic)
         simplified = simplify and slim_onnx(onnx_file, verbose)
-        ov_model = import_openvino().Core().read_model(str(onnx_file))
+        ov_model = ov.Core().read_model(str(onnx_file))
         save_ir(ov_model, file, export_metadata(model, imgsz=imgsz, batch=batch, dynamic=dynamic, int8=False))
     images = check_batch(image, imgsz, batch)
     diff = max_abs_diff(OpenVinoModel(file), model, images)
