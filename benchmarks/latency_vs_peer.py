@@ -6,9 +6,10 @@ ours in this process and the peer's in a worker process of its venv (same torch 
 on both sides, since the peer otherwise lowers its own CPU thread count on import).
 ONNX: each framework's own exporter (opset 17, simplified with onnxslim), and both files run in this process's
 onnxruntime with the same default session options. OpenVINO (float32 and INT8; ``--no-openvino`` leaves them out):
-each framework's own OpenVINO export and NNCF INT8 quantization, both calibrated on the same images (``--data``'s
-training images, else a small generated synthetic set: the weights here are random, so INT8 accuracy is not judged;
-benchmarks/int8_accuracy.py does that on trained weights); every IR runs in this process's OpenVINO CPU plugin
+each framework's own OpenVINO export and NNCF INT8 quantization, both calibrated on the same training split
+(``--data``'s, else a generated synthetic set of ``--calib`` images; ours draws ``--calib`` of them, the peer takes
+them all; the weights here are random, so INT8 accuracy is not judged: benchmarks/int8_accuracy.py does that on
+trained weights); every IR runs in this process's OpenVINO CPU plugin
 with yololab's settings (``yololab.engine.openvino.CPU_CONFIG``: LATENCY hint, float32 for non-INT8 layers, the
 same thread count). The peer's exporter uses ``openvino.convert_model`` and NNCF, whose usage telemetry is switched
 off in its worker (``CI=true``, ``NNCF_CI=1``). After ``--warmup`` untimed calls each, the measurements
@@ -17,12 +18,13 @@ slows all of them alike; every call is timed by the same function (``yololab.uti
 Reported: median and p90 over the rounds, the ours / peer ratio of the medians (below 1 = ours faster), and
 our fastest format against the peer's ONNX Runtime and against the peer's fastest format.
 
-The peer's exporter imports onnx, onnxslim and onnxruntime, which benchmarks/peer/setup.sh does not install: its
-worker appends this venv's site-packages to the end of ``sys.path`` so these (and only missing modules) resolve
-to the same versions both sides use.
+The peer's exporter imports onnx, onnxslim and onnxruntime (and openvino and nncf), which benchmarks/peer/setup.sh
+does not install: its worker appends this venv's site-packages to the end of ``sys.path`` so these (and only
+missing modules) resolve to the same versions both sides use.
 
 Run: ``.venv/bin/python benchmarks/latency_vs_peer.py [--imgsz 640] [--rounds 40] [--runs 1] [--warmup 5]
-[--data data.yaml] [--calib 300] [--no-openvino] [--record]``; ``--record`` writes the table into benchmarks/RESULTS.md. Without the peer venv only ours is measured.
+[--data data.yaml] [--calib 300] [--no-openvino] [--record]``; ``--record`` writes the table into
+benchmarks/RESULTS.md. Without the peer venv only ours is measured.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ PEER_WORKER = textwrap.dedent("""
         onnx_files[str(b)] = str(exported.rename(exported.with_name(f"peer-b{b}.onnx")))
     openvino_files = {}  # the peer's own OpenVINO exports, float32 and INT8 (NNCF, calibrated on cfg["calib_data"])
     if cfg["calib_data"]:
-        for name, extra in (("openvino", {}), ("openvino-int8", {"int8": True, "data": cfg["calib_data"]})):
+        int8 = {"int8": True, "data": cfg["calib_data"], "split": "train"}  # its default calibration split is val
+        for name, extra in (("openvino", {}), ("openvino-int8", int8)):
             folder = Path(yolo.export(format="openvino", imgsz=cfg["imgsz"], half=False, **extra))
             openvino_files[name] = str(next(folder.glob("*.xml")).resolve())
     model = yolo.model.fuse().eval().to(device)
@@ -106,7 +109,9 @@ class PeerWorker:
                "imgsz": imgsz, "threads": threads, "opset": OPSET, "device": device, "onnx_batches": list(onnx_batches),
                "profile_py": str(ROOT / "src" / "yololab" / "utils" / "profile.py"),
                "fallback_site": site.getsitepackages()[0], "calib_data": str(calib_data) if calib_data else ""}
-        env = dict(peer_env(), CI="true", NNCF_CI="1")  # OpenVINO's and NNCF's usage telemetry off: no network
+        env = peer_env()
+        if calib_data:  # its OpenVINO exports: OpenVINO's and NNCF's usage telemetry off (no network)
+            env.update(CI="true", NNCF_CI="1")
         self.proc = subprocess.Popen([str(PEER_PYTHON), "-c", PEER_WORKER, json.dumps(cfg)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=open(workdir / "peer.log", "w"), text=True,
                                      cwd=workdir, env=env)
