@@ -20,6 +20,7 @@ from yololab.engine.bench import bench
 from yololab.engine.exporter import OnnxModel, export
 from yololab.engine.openvino import OpenVinoModel, export_openvino
 from yololab.engine.validator import validate
+from yololab.errors import UserError
 from yololab.nn import DetectionModel
 
 pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
@@ -161,3 +162,15 @@ def test_default_paths_never_import_openvino(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_broken_or_incomplete_irs_are_user_errors(tmp_path):
+    (tmp_path / "x.xml").write_text("<net>not an IR")
+    (tmp_path / "x.bin").write_bytes(b"\0\0")
+    (tmp_path / "y.xml").write_text("<net/>")
+    with pytest.raises(UserError, match="not a loadable OpenVINO IR"):
+        OpenVinoModel(tmp_path / "x.xml")
+    with pytest.raises(UserError, match="y.bin is missing"):
+        OpenVinoModel(tmp_path / "y.xml")
+    with pytest.raises(FileNotFoundError, match="OpenVINO model not found"):
+        OpenVinoModel(tmp_path / "z.xml")
