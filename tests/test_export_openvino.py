@@ -56,6 +56,9 @@ def test_openvino_ir_matches_pytorch_and_keeps_metadata(tmp_path):
 
 def test_int8_export_follows_float32_outputs(tmp_path):
     model = tiny_model({0: "cat", 1: "dog"})
+    with torch.no_grad():  # class scores around 0.5 instead of the initial prior (~0.001), so that they vary
+        for branch in model.model[-1].cv3:
+            branch[-1].bias.zero_()
     result = export_openvino(model, tmp_path / "m.xml", imgsz=IMGSZ, calibration=SCENES, verbose=False)
     assert result["format"] == "openvino-int8" and result["file"] == str(tmp_path / "m-int8.xml")
     assert result["fp32_file"] == str(tmp_path / "m.xml") and result["calib_images"] == len(SCENES)
@@ -63,10 +66,10 @@ def test_int8_export_follows_float32_outputs(tmp_path):
     assert int8.int8 and int8.names == fp32.names
     x = torch.stack([torch.from_numpy(s).permute(2, 0, 1).float() / 255 for s in SCENES[:4]])
     a, b = fp32(x), int8(x)
-    # Coarse by design: 8-bit activations move each output a little, never the picture. Boxes stay within 2 px of
-    # float32's (median) and the class scores keep their ranking (correlation over every anchor and class).
-    assert (a[:, :4] - b[:, :4]).abs().median() < 2.0
-    assert np.corrcoef(a[:, 4:].flatten(), b[:, 4:].flatten())[0, 1] > 0.95
+    # Coarse by design: 8-bit activations move each output a little, never the picture. Measured: boxes 0.14 px
+    # from float32's (median; 1.9 px at most), scores (0.45-0.54) correlated 0.9997 over every anchor and class.
+    assert (a[:, :4] - b[:, :4]).abs().median() < 1.0
+    assert np.corrcoef(a[:, 4:].flatten(), b[:, 4:].flatten())[0, 1] > 0.99
 
 
 def test_cli_export_predict_and_val_with_an_xml_model(tmp_path, capsys):
