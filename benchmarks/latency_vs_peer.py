@@ -54,7 +54,7 @@ FORMAT_LABELS = {"torch": "PyTorch (fused)", "onnx": "ONNX Runtime", "openvino":
 # Runs in the peer's venv: builds the peer's yolov8n with our weights, exports it with the peer's exporter, then
 # answers timing requests (one JSON line in, one JSON line out) until stdin closes.
 PEER_WORKER = textwrap.dedent("""
-    import copy, importlib.util, json, sys
+    import copy, json, sys
     from pathlib import Path
     cfg = json.loads(sys.argv[1])
     reply, sys.stdout = sys.stdout, sys.stderr  # the peer's logging must not mix with the replies
@@ -62,9 +62,7 @@ PEER_WORKER = textwrap.dedent("""
     import numpy as np, torch
     from ultralytics import YOLO
 
-    spec = importlib.util.spec_from_file_location("profile", cfg["profile_py"])
-    profile = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(profile)
+    from yololab.utils import profile  # the same timing function as ours (our sources are on PYTHONPATH)
     torch.set_num_threads(cfg["threads"])  # after the peer's import, which sets its own CPU thread count
     device = torch.device(cfg["device"])
     sync = torch.cuda.synchronize if device.type == "cuda" else None
@@ -107,7 +105,6 @@ class PeerWorker:
                  device: str = "cpu", onnx_batches: tuple[int, ...] = (1,), calib_data: Path | None = None):
         cfg = {"state": str(state_file), "check_in": str(check_in), "check_out": str(workdir / "peer_out.npy"),
                "imgsz": imgsz, "threads": threads, "opset": OPSET, "device": device, "onnx_batches": list(onnx_batches),
-               "profile_py": str(ROOT / "src" / "yololab" / "utils" / "profile.py"),
                "fallback_site": site.getsitepackages()[0], "calib_data": str(calib_data) if calib_data else ""}
         env = peer_env()
         if calib_data:  # its OpenVINO exports: OpenVINO's and NNCF's usage telemetry off (no network)
@@ -167,6 +164,18 @@ def calibration_data(args: argparse.Namespace, workdir: Path) -> Path:
     return make_synthetic(workdir / "calib", n_train=args.calib, n_val=8, imgsz=args.imgsz, seed=0)
 
 
+def peer_data_yaml(data_yaml: Path, workdir: Path) -> Path:
+    """A copy of ``data_yaml`` whose ``path`` is absolute: yololab reads a relative one against the file's folder,
+    the peer against its own datasets folder."""
+    import yaml
+
+    cfg = yaml.safe_load(data_yaml.read_text())
+    cfg["path"] = str((data_yaml.parent / str(cfg.get("path") or ".")).resolve())
+    out = workdir / "peer-calib.yaml"
+    out.write_text(yaml.safe_dump(cfg))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--imgsz", type=int, default=640)
@@ -214,7 +223,7 @@ def main() -> int:
             check = torch.rand(1, 3, args.imgsz, args.imgsz)
             np.save(workdir / "check_in.npy", check.numpy())
             peer = PeerWorker(workdir / "state.pt", workdir / "check_in.npy", args.imgsz, torch.get_num_threads(),
-                              workdir, calib_data=calib_data)
+                              workdir, calib_data=calib_data and peer_data_yaml(calib_data, workdir))
             with torch.inference_mode():
                 ref = model(check).numpy()
             rel = float(np.abs(peer.output - ref).max() / np.abs(ref).max())
