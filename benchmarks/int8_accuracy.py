@@ -5,8 +5,8 @@ same validator (square letterboxed input of the export size, conf 0.001), and th
 with the drop from float32 in points. Calibration: ``--calib`` training images drawn with the exporter's seeded
 subset, letterboxed like the predictor. Variants:
 
-- ``nncf-performance``: what ``yololab export format=openvino-int8`` does (PERFORMANCE preset: symmetric weights
-  and activations; every op quantized); ``nncf-mixed``: MIXED preset (asymmetric activations);
+- ``nncf-mixed``: what ``yololab export format=openvino-int8`` does (MIXED preset: symmetric weights, asymmetric
+  activations; every op quantized); ``nncf-performance``: PERFORMANCE preset (symmetric activations too);
 - ``...-decode-fp32``: the same, with the head's box decoding (every op of the head but its convolutions) kept in
   float32 through NNCF's ignored scope;
 - ``ort-static-qdq``: ONNX Runtime ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, MinMax
@@ -36,9 +36,9 @@ from yololab.engine.openvino import (
 )
 from yololab.engine.validator import validate
 
-NNCF_VARIANTS = {"nncf-performance": ("performance", False), "nncf-mixed": ("mixed", False),
-                 "nncf-performance-decode-fp32": ("performance", True),
-                 "nncf-mixed-decode-fp32": ("mixed", True)}  # name: (preset, box decoding in float32)
+NNCF_VARIANTS = {"nncf-mixed": ("mixed", False), "nncf-performance": ("performance", False),
+                 "nncf-mixed-decode-fp32": ("mixed", True),
+                 "nncf-performance-decode-fp32": ("performance", True)}  # name: (preset, box decoding in float32)
 VARIANTS = (*NNCF_VARIANTS, "ort-static-qdq")
 
 

@@ -23,7 +23,7 @@ from yololab.engine.validator import validate
 from yololab.errors import UserError
 from yololab.nn import DetectionModel
 
-pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
+openvino = pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
 pytest.importorskip("nncf", reason="the [openvino] extra is not installed")
 
 IMGSZ = 64
@@ -50,6 +50,9 @@ def test_openvino_ir_matches_pytorch_and_keeps_metadata(tmp_path):
     assert result["max_abs_diff"] < 1e-3 * (1 + ref.abs().max().item())
     assert ir.names == {0: "cat", 1: "dog"} and ir.stride == 32 and ir.nc == 2 and ir.input_shape == (IMGSZ, IMGSZ)
     assert not ir.int8
+    ops = [op.get_type_name() for op in openvino.Core().read_model(result["file"]).get_ordered_ops()]
+    # convert_model's transformations ran: every SiLU is one Swish op, the only Sigmoid left is the class scores'
+    assert ops.count("Swish") > 0 and ops.count("Sigmoid") == 1
     with pytest.raises(ValueError, match="exported for input"):
         ir(torch.rand(1, 3, 96, 96))
 

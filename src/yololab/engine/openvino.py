@@ -3,9 +3,10 @@
 The IR is made from the fused ONNX export and keeps its contract: input ``images`` (B, 3, H, W) float in [0, 1],
 output (B, 4 + nc, anchors) decoded boxes and scores, and the same metadata (names, stride, imgsz ...) in its
 runtime info under ``yololab``. openvino and nncf are an optional extra (``pip install 'yololab[openvino]'``),
-imported only when an OpenVINO format is asked for. The ONNX file is read by OpenVINO's own ONNX front end
-(``Core.read_model``: the same conversion as ``openvino.convert_model``, without that tool's usage telemetry, which
-would reach the network); NNCF's telemetry is switched off before it is imported.
+imported only when an OpenVINO format is asked for. The ONNX file is read by OpenVINO's ONNX front end
+(``Core.read_model``) and goes through the graph transformations ``openvino.convert_model`` applies (``to_openvino``);
+convert_model itself is not used because it sends usage telemetry (the network), and NNCF's telemetry is switched
+off before it is imported.
 """
 
 from __future__ import annotations
@@ -40,11 +41,11 @@ META_SECTION = "yololab"  # runtime-info section of the IR that holds the metada
 # CPU plugin settings of every compiled model: single-request latency, and float32 arithmetic for the layers that
 # are not INT8 (the plugin would otherwise run them in bf16 on CPUs with AVX512-BF16 or AMX, changing the outputs).
 CPU_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-# NNCF preset (symmetric weights and activations, the fastest on CPU), every op quantized. Measured on BCCD
-# (yolov5n-anchor, 320 px, 292 calibration images): it lost 0.12 mAP50-95 points, MIXED (asymmetric activations)
-# 0.34, either with the head's box decoding kept in float32 0.57-0.73, ONNX Runtime static QDQ 0.38
-# (benchmarks/int8_accuracy.py; docs/predict-export.md).
-INT8_PRESET = "performance"
+# NNCF preset: symmetric weights, asymmetric activations (a SiLU's output spans [-0.28, inf): a symmetric 8-bit grid
+# would waste half its codes), every op quantized. Measured on BCCD (yolov5n-anchor, 320 px, 292 calibration
+# images): mAP50-95 +0.15 points (no loss); PERFORMANCE (symmetric activations) lost 0.82, either preset with the
+# head's box decoding kept in float32 0.25 and 1.25, ONNX Runtime static QDQ 0.38 (benchmarks/int8_accuracy.py).
+INT8_PRESET = "mixed"
 
 
 def import_openvino() -> Any:
@@ -76,14 +77,14 @@ def export_openvino(model: nn.Module, file: str | Path, *, imgsz: int = 640, bat
     (``<stem>-int8.xml``), which then is the result's ``file``. ``max_abs_diff`` compares the float32 IR's decoded
     outputs with PyTorch's on ``image`` (or the built-in sample scene), like the ONNX check.
     """
-    ov = import_openvino()
+    import_openvino()  # before any work: a missing extra is reported at once
     if calibration is not None:
-        import_nncf()  # before any work: a missing extra is reported at once
+        import_nncf()
     file = Path(file).with_suffix(".xml")
     with tempfile.TemporaryDirectory(prefix="yololab-openvino-") as tmp:
         onnx_file = export_onnx(model, Path(tmp) / "model.onnx", imgsz, batch=batch, opset=opset, dynamic=dynamic)
         simplified = simplify and slim_onnx(onnx_file, verbose)
-        ov_model = ov.Core().read_model(str(onnx_file))
+        ov_model = to_openvino(onnx_file)
         save_ir(ov_model, file, export_metadata(model, imgsz=imgsz, batch=batch, dynamic=dynamic, int8=False))
     images = check_batch(image, imgsz, batch)
     diff = max_abs_diff(OpenVinoModel(file), model, images)
@@ -102,6 +103,28 @@ def export_openvino(model: nn.Module, file: str | Path, *, imgsz: int = 640, bat
             print(f"exported {int8_file} ({result['size_mb']} MB INT8 IR); INT8 vs PyTorch max abs diff "
                   f"{result['int8_max_abs_diff']:.3g} (decoded pixels and scores: judge INT8 by its mAP)")
     return result
+
+
+def to_openvino(onnx_file: Path) -> Any:
+    """An ``openvino.Model`` of an ONNX file, transformed as ``openvino.convert_model`` does (its ONNX path).
+
+    The transformations matter: they fuse the ONNX graph's Sigmoid * Multiply pairs into Swish (SiLU) ops and fold
+    other patterns (yolov8n: 1,020 ops -> 287). Without them NNCF puts quantizers on every Multiply of every SiLU,
+    which breaks the CPU plugin's convolution + activation fusion (yolov8n INT8: 193 quantizers and 755 runtime
+    nodes, 235 of them layout reorders, instead of 79 and 252, as many as the peer's own export).
+    """
+    ov = import_openvino()
+    from openvino._offline_transformations import (
+        apply_fused_names_cleanup,
+        apply_moc_legacy_transformations,
+        apply_moc_transformations,
+    )
+
+    model = ov.Core().read_model(str(onnx_file))
+    apply_moc_transformations(model, cf=False, smart_reshape=True)
+    apply_moc_legacy_transformations(model, [])
+    apply_fused_names_cleanup(model)
+    return model
 
 
 def save_ir(model: Any, xml_file: Path, metadata: dict[str, str]) -> Path:
