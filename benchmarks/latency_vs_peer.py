@@ -5,17 +5,26 @@ same outputs (checked). PyTorch: each framework's own fuse() and eval forward un
 ours in this process and the peer's in a worker process of its venv (same torch version; the same ``--threads``
 on both sides, since the peer otherwise lowers its own CPU thread count on import).
 ONNX: each framework's own exporter (opset 17, simplified with onnxslim), and both files run in this process's
-onnxruntime with the same default session options. After ``--warmup`` untimed calls each, the four measurements
+onnxruntime with the same default session options. OpenVINO (float32 and INT8; ``--no-openvino`` leaves them out):
+each framework's own OpenVINO export and NNCF INT8 quantization, both calibrated on the same training split
+(``--data``'s, else a generated synthetic set of ``--calib`` images; ours draws ``--calib`` of them, the peer takes
+them all; the weights here are random, so INT8 accuracy is not judged: benchmarks/int8_accuracy.py does that on
+trained weights); every IR runs in this process's OpenVINO CPU plugin
+with yololab's settings (``yololab.engine.openvino.CPU_CONFIG``: LATENCY hint, float32 for non-INT8 layers, the
+same thread count). The peer's exporter uses ``openvino.convert_model`` and NNCF, whose usage telemetry is switched
+off in its worker (``CI=true``, ``NNCF_CI=1``). After ``--warmup`` untimed calls each, the measurements
 alternate call by call for ``--rounds`` rounds of ``--runs`` calls (the order flips every round), so a busy machine
 slows all of them alike; every call is timed by the same function (``yololab.utils.profile.time_calls``).
-Reported: median and p90 over the rounds, and the ours / peer ratio of the medians (below 1 = ours faster).
+Reported: median and p90 over the rounds, the ours / peer ratio of the medians (below 1 = ours faster), and
+our fastest format against the peer's ONNX Runtime and against the peer's fastest format.
 
-The peer's exporter imports onnx, onnxslim and onnxruntime, which benchmarks/peer/setup.sh does not install: its
-worker appends this venv's site-packages to the end of ``sys.path`` so these (and only missing modules) resolve
-to the same versions both sides use.
+The peer's exporter imports onnx, onnxslim and onnxruntime (and openvino and nncf), which benchmarks/peer/setup.sh
+does not install: its worker appends this venv's site-packages to the end of ``sys.path`` so these (and only
+missing modules) resolve to the same versions both sides use.
 
 Run: ``.venv/bin/python benchmarks/latency_vs_peer.py [--imgsz 640] [--rounds 40] [--runs 1] [--warmup 5]
-[--record]``; ``--record`` writes the table into benchmarks/RESULTS.md. Without the peer venv only ours is measured.
+[--data data.yaml] [--calib 300] [--no-openvino] [--record]``; ``--record`` writes the table into
+benchmarks/RESULTS.md. Without the peer venv only ours is measured.
 """
 
 from __future__ import annotations
@@ -39,11 +48,13 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = ("<!-- latency_vs_peer:start -->", "<!-- latency_vs_peer:end -->")
 OPSET = 17
+FORMAT_LABELS = {"torch": "PyTorch (fused)", "onnx": "ONNX Runtime", "openvino": "OpenVINO float32",
+                 "openvino-int8": "OpenVINO INT8 (NNCF)"}
 
 # Runs in the peer's venv: builds the peer's yolov8n with our weights, exports it with the peer's exporter, then
 # answers timing requests (one JSON line in, one JSON line out) until stdin closes.
 PEER_WORKER = textwrap.dedent("""
-    import copy, importlib.util, json, sys
+    import copy, json, sys
     from pathlib import Path
     cfg = json.loads(sys.argv[1])
     reply, sys.stdout = sys.stdout, sys.stderr  # the peer's logging must not mix with the replies
@@ -51,9 +62,7 @@ PEER_WORKER = textwrap.dedent("""
     import numpy as np, torch
     from ultralytics import YOLO
 
-    spec = importlib.util.spec_from_file_location("profile", cfg["profile_py"])
-    profile = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(profile)
+    from yololab.utils import profile  # the same timing function as ours (our sources are on PYTHONPATH)
     torch.set_num_threads(cfg["threads"])  # after the peer's import, which sets its own CPU thread count
     device = torch.device(cfg["device"])
     sync = torch.cuda.synchronize if device.type == "cuda" else None
@@ -63,12 +72,19 @@ PEER_WORKER = textwrap.dedent("""
     for b in cfg["onnx_batches"]:
         exported = Path(yolo.export(format="onnx", imgsz=cfg["imgsz"], opset=cfg["opset"], simplify=True, batch=b))
         onnx_files[str(b)] = str(exported.rename(exported.with_name(f"peer-b{b}.onnx")))
+    openvino_files = {}  # the peer's own OpenVINO exports, float32 and INT8 (NNCF, calibrated on cfg["calib_data"])
+    if cfg["calib_data"]:
+        int8 = {"int8": True, "data": cfg["calib_data"], "split": "train"}  # its default calibration split is val
+        for name, extra in (("openvino", {}), ("openvino-int8", int8)):
+            folder = Path(yolo.export(format="openvino", imgsz=cfg["imgsz"], half=False, **extra))
+            openvino_files[name] = str(next(folder.glob("*.xml")).resolve())
     model = yolo.model.fuse().eval().to(device)
     models = {False: model, True: None}  # fp32, and an fp16 copy made on first request
     with torch.inference_mode():
         y = model(torch.from_numpy(np.load(cfg["check_in"])).to(device))
         np.save(cfg["check_out"], (y[0] if isinstance(y, (list, tuple)) else y).float().cpu().numpy())
-        print(json.dumps({"onnx": onnx_files, "threads": torch.get_num_threads(), "torch": torch.__version__}),
+        print(json.dumps({"onnx": onnx_files, "openvino": openvino_files, "threads": torch.get_num_threads(),
+                          "torch": torch.__version__}),
               file=reply, flush=True)
         for line in sys.stdin:
             req = json.loads(line)
@@ -86,14 +102,16 @@ class PeerWorker:
     """The peer's model in a long-lived process of its venv, timed on request."""
 
     def __init__(self, state_file: Path, check_in: Path, imgsz: int, threads: int, workdir: Path,
-                 device: str = "cpu", onnx_batches: tuple[int, ...] = (1,)):
+                 device: str = "cpu", onnx_batches: tuple[int, ...] = (1,), calib_data: Path | None = None):
         cfg = {"state": str(state_file), "check_in": str(check_in), "check_out": str(workdir / "peer_out.npy"),
                "imgsz": imgsz, "threads": threads, "opset": OPSET, "device": device, "onnx_batches": list(onnx_batches),
-               "profile_py": str(ROOT / "src" / "yololab" / "utils" / "profile.py"),
-               "fallback_site": site.getsitepackages()[0]}
+               "fallback_site": site.getsitepackages()[0], "calib_data": str(calib_data) if calib_data else ""}
+        env = peer_env()
+        if calib_data:  # its OpenVINO exports: OpenVINO's and NNCF's usage telemetry off (no network)
+            env.update(CI="true", NNCF_CI="1")
         self.proc = subprocess.Popen([str(PEER_PYTHON), "-c", PEER_WORKER, json.dumps(cfg)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=open(workdir / "peer.log", "w"), text=True,
-                                     cwd=workdir, env=peer_env())
+                                     cwd=workdir, env=env)
         self.info = self._read(workdir)
         self.output = np.load(workdir / "peer_out.npy")
 
@@ -127,6 +145,37 @@ def onnx_timer(file: str | Path, device: str = "cpu"):
     return lambda warmup, runs: time_calls(lambda: onnx_model.session.run(None, feed), warmup=warmup, runs=runs)
 
 
+def openvino_timer(file: str | Path):
+    """A function timing synchronous inference of an OpenVINO IR (yololab's CPU plugin settings) on a zero input."""
+    from yololab.engine.openvino import OpenVinoModel
+    from yololab.utils.profile import time_calls
+
+    ir = OpenVinoModel(file)
+    x = np.zeros((ir.fixed_batch or 1, 3, *ir.input_shape), np.float32)
+    return lambda warmup, runs: time_calls(lambda: ir.infer(x), warmup=warmup, runs=runs)
+
+
+def calibration_data(args: argparse.Namespace, workdir: Path) -> Path:
+    """The data.yaml whose training images calibrate both sides' INT8: ``--data``, else a generated synthetic set."""
+    from yololab.data import make_synthetic
+
+    if args.data:
+        return Path(args.data).resolve()
+    return make_synthetic(workdir / "calib", n_train=args.calib, n_val=8, imgsz=args.imgsz, seed=0)
+
+
+def peer_data_yaml(data_yaml: Path, workdir: Path) -> Path:
+    """A copy of ``data_yaml`` whose ``path`` is absolute: yololab reads a relative one against the file's folder,
+    the peer against its own datasets folder."""
+    import yaml
+
+    cfg = yaml.safe_load(data_yaml.read_text())
+    cfg["path"] = str((data_yaml.parent / str(cfg.get("path") or ".")).resolve())
+    out = workdir / "peer-calib.yaml"
+    out.write_text(yaml.safe_dump(cfg))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--imgsz", type=int, default=640)
@@ -135,6 +184,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
                         help="PyTorch CPU threads, the same for both sides (default: torch's default here)")
+    parser.add_argument("--data", help="data.yaml whose training images calibrate INT8 (default: a synthetic set)")
+    parser.add_argument("--calib", type=int, default=300, help="INT8 calibration images")
+    parser.add_argument("--no-openvino", dest="openvino", action="store_false", help="leave OpenVINO out")
     parser.add_argument("--record", action="store_true", help="write the table into benchmarks/RESULTS.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -155,13 +207,23 @@ def main() -> int:
         ours_onnx = export(model, workdir / "ours.onnx", imgsz=args.imgsz, opset=OPSET, simplify=True, verbose=False)
         timers["ours torch"] = lambda w, r: time_calls(lambda: fused(x), warmup=w, runs=r)
         timers["ours onnx"] = onnx_timer(ours_onnx["file"])
+        calib_data = calibration_data(args, workdir) if args.openvino else None
+        if calib_data is not None:
+            from yololab.data import load_data_config, load_image
+            from yololab.engine.openvino import calibration_subset, export_openvino
+
+            images = calibration_subset(load_data_config(calib_data).split("train"), args.calib)
+            ours_ir = export_openvino(model, workdir / "ours.xml", imgsz=args.imgsz, opset=OPSET, calibration=images,
+                                      load=load_image, verbose=False)
+            timers["ours openvino"] = openvino_timer(ours_ir["fp32_file"])
+            timers["ours openvino-int8"] = openvino_timer(ours_ir["file"])
         peer = None
         if peer_available():
             torch.save(model.state_dict(), workdir / "state.pt")
             check = torch.rand(1, 3, args.imgsz, args.imgsz)
             np.save(workdir / "check_in.npy", check.numpy())
             peer = PeerWorker(workdir / "state.pt", workdir / "check_in.npy", args.imgsz, torch.get_num_threads(),
-                              workdir)
+                              workdir, calib_data=calib_data and peer_data_yaml(calib_data, workdir))
             with torch.inference_mode():
                 ref = model(check).numpy()
             rel = float(np.abs(peer.output - ref).max() / np.abs(ref).max())
@@ -169,6 +231,8 @@ def main() -> int:
                   f"same weights, eval outputs max rel diff {rel:.2e}")
             timers["peer torch"] = lambda w, r: peer.time(w, r, workdir)
             timers["peer onnx"] = onnx_timer(workdir / peer.info["onnx"]["1"])
+            for name, file in peer.info["openvino"].items():
+                timers[f"peer {name}"] = openvino_timer(file)
         else:
             print("peer not installed (run benchmarks/peer/setup.sh); measuring ours only")
         with torch.inference_mode():
@@ -185,7 +249,7 @@ def main() -> int:
 def run_rounds(timers: dict, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Warm every timer up, then alternate them (``--runs`` calls each per round, the order flipping every round).
 
-    All four see the same machine load; returns the median and p90 over the rounds' medians.
+    All of them see the same machine load; returns the median and p90 over the rounds' medians.
     """
     for timer in timers.values():
         timer(args.warmup, 1)
@@ -206,14 +270,22 @@ def format_table(stats: dict[str, dict[str, float]], args: argparse.Namespace) -
     from yololab.utils.profile import machine_summary
 
     lines = [f"yolov8n, {args.imgsz} px, batch 1, CPU ({machine_summary()}); {args.rounds} rounds of {args.runs} "
-             f"call(s) alternating between all four after {args.warmup} warm-up calls; ms per image", "",
+             f"call(s) alternating between all {len(stats)} after {args.warmup} warm-up calls; ms per image", "",
              "| format | ours median | ours p90 | peer median | peer p90 | ours / peer (median) |",
              "|---|---|---|---|---|---|"]
-    for fmt, label in (("torch", "PyTorch (fused)"), ("onnx", "ONNX Runtime")):
-        ours, peer = stats[f"ours {fmt}"], stats.get(f"peer {fmt}")
+    for fmt, label in FORMAT_LABELS.items():
+        ours, peer = stats.get(f"ours {fmt}"), stats.get(f"peer {fmt}")
+        if ours is None:
+            continue
         peer_cells = (f"{peer['median_ms']:.1f} | {peer['p90_ms']:.1f} | {ours['median_ms'] / peer['median_ms']:.3f}"
-                      if peer else "peer not installed | - | -")
+                      if peer else "peer not measured | - | -")
         lines.append(f"| {label} | {ours['median_ms']:.1f} | {ours['p90_ms']:.1f} | {peer_cells} |")
+    best = {side: min((v["median_ms"], k.split(" ", 1)[1]) for k, v in stats.items() if k.startswith(side))
+            for side in ("ours", "peer") if any(k.startswith(side) for k in stats)}
+    if "peer" in best:
+        lines += ["", f"our fastest ({best['ours'][1]}) / peer ONNX Runtime: "
+                      f"{best['ours'][0] / stats['peer onnx']['median_ms']:.3f}; / peer's fastest "
+                      f"({best['peer'][1]}): {best['ours'][0] / best['peer'][0]:.3f}"]
     return "\n".join(lines)
 
 

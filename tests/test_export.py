@@ -15,7 +15,7 @@ from tiny_training import TINY_MODEL
 from yololab import YOLO
 from yololab.checkpoint import save_checkpoint
 from yololab.cli import main
-from yololab.engine.exporter import OnnxModel, _parse_names, export, onnx_max_abs_diff
+from yololab.engine.exporter import OnnxModel, export, onnx_max_abs_diff, parse_names
 from yololab.nn import DetectionModel
 from yololab.nn.parse import MODELS_DIR, load_model_yaml
 
@@ -98,9 +98,9 @@ def test_dynamic_export_takes_any_batch_and_size(tmp_path):
 
 
 def test_names_metadata_of_other_exporters_is_read():
-    assert _parse_names('{"0": "cat"}') == {0: "cat"}
-    assert _parse_names("{0: 'person', 1: 'bicycle'}") == {0: "person", 1: "bicycle"}  # a Python dict literal
-    assert _parse_names("not names") == {}
+    assert parse_names('{"0": "cat"}') == {0: "cat"}
+    assert parse_names("{0: 'person', 1: 'bicycle'}") == {0: "person", 1: "bicycle"}  # a Python dict literal
+    assert parse_names("not names") == {}
 
 
 def test_fixed_batch_model_serves_other_batch_sizes(tmp_path):

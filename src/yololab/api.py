@@ -19,6 +19,8 @@ from .data import convert as convert_dataset
 from .data import load_data_config, load_image
 from .engine.bench import bench as bench_model
 from .engine.exporter import export as export_file
+from .engine.openvino import OpenVinoModel, calibration_subset, export_openvino
+from .engine.predictor import EXPORTED_SUFFIXES, as_inference_model
 from .engine.predictor import predict as predict_source
 from .engine.preprocess import check_imgsz
 from .engine.trainer import Trainer, TrainingError
@@ -167,7 +169,7 @@ def train(s: Settings) -> dict[str, Any] | None:
 
 def predict(s: Settings) -> dict[str, Any]:
     """``yololab predict``: detect objects in every image/frame of ``source``; counts and mean speed."""
-    model = s.model if s.model.endswith(".onnx") else YOLO(s.model, nc=s.nc).model
+    model = s.model if s.model.endswith(EXPORTED_SUFFIXES) else YOLO(s.model, nc=s.nc).model
     kwargs = predict_kwargs(s)
     images = detections = 0
     speed: dict[str, float] = {}
@@ -181,7 +183,8 @@ def predict(s: Settings) -> dict[str, Any]:
 
 
 def export(s: Settings) -> dict[str, Any]:
-    """``yololab export``: the fused model as ONNX, checked against PyTorch with onnxruntime."""
+    """``yololab export``: the fused model as ONNX or OpenVINO IR (float32, or INT8 with its val mAP beside float32's),
+    checked against PyTorch."""
     yolo = YOLO(s.model, nc=s.nc)
     return export_model(yolo.model, s, source=yolo.source)
 
@@ -189,8 +192,10 @@ def export(s: Settings) -> dict[str, Any]:
 def bench(s: Settings) -> dict[str, Any]:
     """``yololab bench``: median and p90 latency of the fused model per format and device."""
     model = YOLO(s.model, nc=s.nc).model
+    calibration = (calibration_subset(load_data_config(s.data).split("train"), s.calib_images)
+                   if "data" in s.given else None)
     return bench_model(model, imgsz=check_imgsz(s.imgsz, int(max(model.stride))), batch=s.batch, formats=s.formats, runs=s.runs,
-                       warmup=s.warmup, device=s.device, verbose=s.verbose and not s.json)
+                       warmup=s.warmup, device=s.device, verbose=s.verbose and not s.json, calibration=calibration)
 
 
 def val(s: Settings) -> dict[str, Any]:
@@ -217,18 +222,54 @@ def predict_kwargs(s: Settings) -> dict[str, Any]:
 
 def export_model(model: nn.Module, s: Settings, source: Any = None) -> dict[str, Any]:
     """Export with ``export`` settings; beside a ``.pt`` source, else into ``project/name`` (runs/export)."""
+    suffix = ".onnx" if s.format == "onnx" else ".xml"
     src = Path(str(source)) if source else None
     if src is not None and src.suffix == ".pt":
-        file = src.with_suffix(".onnx")
+        file = src.with_suffix(suffix)
     else:
-        file = run_dir(s.project, s.name or "export", exist_ok=True) / f"{src.stem if src else 'model'}.onnx"
+        file = run_dir(s.project, s.name or "export", exist_ok=True) / f"{src.stem if src else 'model'}{suffix}"
     check_imgsz(s.imgsz, int(max(model.stride)))
     device = select_device(s.device or "cpu")
     if next(model.parameters()).device != device:
         model = fused_copy(model, fuse=False).to(device)
-    return export_file(model, file, format=s.format, imgsz=s.imgsz, dynamic=s.dynamic, half=s.half,
-                       simplify=s.simplify, opset=s.opset, image=load_image(s.source) if s.source else None,
-                       verbose=s.verbose and not s.json)
+    image = load_image(s.source) if s.source else None
+    verbose = s.verbose and not s.json
+    if s.format == "onnx":
+        if "data" in s.given:
+            raise ConfigError("data= is for the OpenVINO formats (INT8 calibration and val mAP); drop it for onnx")
+        return export_file(model, file, format=s.format, imgsz=s.imgsz, dynamic=s.dynamic, half=s.half,
+                           simplify=s.simplify, opset=s.opset, image=image, verbose=verbose)
+    if s.half:
+        raise ConfigError("half=true exports float16 ONNX; OpenVINO IR is float32 (format=openvino-int8 for INT8)")
+    int8 = s.format == "openvino-int8"
+    if int8 and "data" not in s.given:
+        raise ConfigError("format=openvino-int8 calibrates on training images: give data=<data.yaml> "
+                          f"(calib_images={s.calib_images} of its train split are used)")
+    data = load_data_config(s.data) if "data" in s.given else None
+    calibration = calibration_subset(data.split("train"), s.calib_images) if int8 else None
+    result = export_openvino(model, file, imgsz=s.imgsz, dynamic=s.dynamic, simplify=s.simplify, opset=s.opset,
+                             image=image, calibration=calibration, load=load_image, verbose=verbose)
+    return result if data is None else {**result, **exported_accuracy(result, data, s, verbose)}
+
+
+def exported_accuracy(result: dict[str, Any], data: Any, s: Settings, verbose: bool) -> dict[str, Any]:
+    """mAP50-95 and mAP50 on the val split of the float32 IR and (INT8 exports) of the INT8 IR, and the drop."""
+    files = {"fp32": result.get("fp32_file", result["file"])}
+    if result["format"] == "openvino-int8":
+        files["int8"] = result["file"]
+    scores = {}
+    for precision, file in files.items():
+        metrics = validate(OpenVinoModel(file), data, imgsz=s.imgsz, verbose=False)
+        scores.update({f"{precision}_map": metrics["map"], f"{precision}_map50": metrics["map50"]})
+    if "int8" in files:
+        scores.update(int8_map_drop=round(100 * (scores["fp32_map"] - scores["int8_map"]), 2),
+                      int8_map50_drop=round(100 * (scores["fp32_map50"] - scores["int8_map50"]), 2))
+    if verbose:
+        print(f"val mAP50-95 / mAP50 ({data.yaml_file or data.root}): "
+              + "; ".join(f"{p} {scores[f'{p}_map']:.4f} / {scores[f'{p}_map50']:.4f}" for p in files)
+              + (f"; INT8 drop {scores['int8_map_drop']:.2f} / {scores['int8_map50_drop']:.2f} points"
+                 if "int8" in files else ""))
+    return scores
 
 
 def validate_model(model: nn.Module | None, s: Settings, yaml_source: Any = None) -> dict[str, Any]:
@@ -250,11 +291,15 @@ def validate_model(model: nn.Module | None, s: Settings, yaml_source: Any = None
         result = evaluate_files(s.gt, s.pred, save_dir=save_dir, plots=s.plots, verbose=verbose)
     else:
         data = load_data_config(s.data)
-        if model is None or (yaml_source is not None and getattr(model, "nc", data.nc) != data.nc):
+        if model is None and s.model.endswith(EXPORTED_SUFFIXES):
+            model = as_inference_model(s.model, s.device or "cpu")
+        elif model is None or (yaml_source is not None and getattr(model, "nc", data.nc) != data.nc):
             model = YOLO(yaml_source or s.model, nc=s.nc or data.nc).model
-        check_imgsz(s.imgsz, int(max(model.stride)))
+        if isinstance(model, nn.Module):
+            check_imgsz(s.imgsz, int(max(model.stride)))
+            model = fused_copy(model)
         save_dir = command_dir(s, "val") if s.plots or s.save_json else None
-        result = validate(fused_copy(model), data, imgsz=s.imgsz, batch=s.batch,
+        result = validate(model, data, imgsz=s.imgsz, batch=s.batch,
                           conf=0.001 if s.conf is None else s.conf, iou=s.iou, max_det=s.max_det, device=s.device,
                           split=s.split, save_dir=save_dir, plots=s.plots, save_json=s.save_json, workers=s.workers,
                           half=s.half, verbose=verbose, slice=s.slice, overlap=s.overlap, slice_full=s.slice_full)

@@ -89,8 +89,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
                             "(or score gt= pred= COCO json files)"),
     Command("predict", api.predict, "detect objects in images, folders, globs, videos or .txt lists (slice= for "
                                     "tiles)", _print_predict),
-    Command("export", api.export, "export the fused model to ONNX and check it against PyTorch with onnxruntime"),
-    Command("bench", api.bench, "median and p90 latency of the fused model per format (torch, onnx) and device"),
+    Command("export", api.export, "export the fused model to ONNX or OpenVINO IR (float32 or INT8), checked against PyTorch"),
+    Command("bench", api.bench, "median and p90 latency of the fused model per format (torch, onnx, openvino, ...) and device"),
     Command("compare", compare_command, "train models x seeds under one pinned recipe; verdicts better/worse/"
                                         "within noise"),
 )}

@@ -163,7 +163,8 @@ RULES: dict[str, Rule] = {
     "gt": Rule("str", optional=True),
     "pred": Rule("str", optional=True),
     # export / bench
-    "format": Rule("str", choices=("onnx",)),
+    "format": Rule("str", choices=("onnx", "openvino", "openvino-int8")),
+    "calib_images": count(1),
     "opset": count(7),
     "formats": Rule("any"),  # comma-separated text or (Python) a list
     "runs": count(1),

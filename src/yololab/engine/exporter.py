@@ -11,7 +11,7 @@ import ast
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -53,14 +53,19 @@ def export_onnx(model: nn.Module, file: str | Path, imgsz: int | tuple[int, int]
 
 def onnx_max_abs_diff(file: str | Path, model: nn.Module, images: torch.Tensor) -> float:
     """Largest absolute difference between onnxruntime and PyTorch (eval mode) outputs on ``images``."""
-    onnx_out = OnnxModel(file)(images).numpy()
+    return max_abs_diff(OnnxModel(file), model, images)
+
+
+def max_abs_diff(exported: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, images: torch.Tensor) -> float:
+    """Largest absolute difference between an exported model's and PyTorch's (eval mode) outputs on ``images``."""
+    out = exported(images).numpy()
     model = model.eval()
     p = next(model.parameters())
     with torch.no_grad():
         torch_out = model(images.to(p.device, p.dtype)).float().cpu().numpy()
-    if onnx_out.shape != torch_out.shape:
-        raise ValueError(f"ONNX output shape {onnx_out.shape} != PyTorch {torch_out.shape}")
-    return float(np.abs(onnx_out - torch_out).max())
+    if out.shape != torch_out.shape:
+        raise ValueError(f"exported output shape {out.shape} != PyTorch {torch_out.shape}")
+    return float(np.abs(out - torch_out).max())
 
 
 def export(model: nn.Module, file: str | Path, *, format: str = "onnx", imgsz: int = 640, batch: int = 1,
@@ -74,9 +79,9 @@ def export(model: nn.Module, file: str | Path, *, format: str = "onnx", imgsz: i
     if format not in FORMATS:
         raise UserError(f"unknown export format '{format}'; supported: {', '.join(FORMATS)}")
     file = export_onnx(model, file, imgsz, batch=batch, opset=opset, dynamic=dynamic, half=half)
-    simplified = simplify and _slim(file, verbose)
+    simplified = simplify and slim_onnx(file, verbose)
     _write_metadata(file, model, imgsz=imgsz, batch=batch, dynamic=dynamic, half=half)
-    images = _check_batch(image, imgsz, batch)
+    images = check_batch(image, imgsz, batch)
     diff = onnx_max_abs_diff(file, model, images)
     result = {"file": str(file), "format": format, "max_abs_diff": diff, "opset": opset,
               "size_mb": round(file.stat().st_size / 2**20, 3), "imgsz": imgsz, "batch": batch, "dynamic": dynamic,
@@ -92,7 +97,7 @@ def _device_of(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def _slim(file: Path, verbose: bool) -> bool:
+def slim_onnx(file: Path, verbose: bool) -> bool:
     """Simplify the graph in place with onnxslim; False (with a note) when it is not installed."""
     try:
         import onnxslim
@@ -106,29 +111,33 @@ def _slim(file: Path, verbose: bool) -> bool:
     return True
 
 
+def export_metadata(model: nn.Module, **fields: Any) -> dict[str, str]:
+    """Names, stride, nc, yololab version, model file and export ``fields`` as strings (ONNX and IR metadata)."""
+    stride = int(max(getattr(model, "stride", torch.tensor([32.0])).tolist()))
+    return {"names": json.dumps(getattr(model, "names", {})), "nc": str(getattr(model, "nc", "")),
+            "stride": str(stride), "yololab": __version__,
+            "model": str(getattr(model, "yaml", {}).get("yaml_file", "")),
+            **{k: json.dumps(v) for k, v in fields.items()}}
+
+
 def _write_metadata(file: Path, model: nn.Module, **fields: Any) -> None:
-    """Store names, stride, nc and export settings as ONNX metadata_props (read back by OnnxModel)."""
+    """Store ``export_metadata`` as ONNX metadata_props (read back by OnnxModel)."""
     import onnx
 
-
     proto = onnx.load(str(file))
-    stride = int(max(getattr(model, "stride", torch.tensor([32.0])).tolist()))
-    meta = {"names": json.dumps(getattr(model, "names", {})), "nc": str(getattr(model, "nc", "")),
-            "stride": str(stride), "yololab": __version__, "model": str(getattr(model, "yaml", {}).get("yaml_file", "")),
-            **{k: json.dumps(v) for k, v in fields.items()}}
     del proto.metadata_props[:]
-    for key, value in meta.items():
+    for key, value in export_metadata(model, **fields).items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(file))
 
 
-def _check_batch(image: np.ndarray | None, imgsz: int, batch: int) -> torch.Tensor:
+def check_batch(image: np.ndarray | None, imgsz: int, batch: int) -> torch.Tensor:
     """The check input: ``image`` (or the built-in sample scene) letterboxed, repeated ``batch`` times."""
     x, _ = preprocess(sample_image() if image is None else image, imgsz)
     return x.repeat(batch, 1, 1, 1)
 
 
-def _parse_names(text: str) -> dict[int, str]:
+def parse_names(text: str) -> dict[int, str]:
     """Class names from ONNX metadata: our JSON, or the Python dict literal other exporters write."""
     try:
         names = json.loads(text)
@@ -171,21 +180,27 @@ class OnnxModel:
         self.input_shape = tuple(inp.shape[2:]) if all(isinstance(s, int) for s in inp.shape[2:]) else None
         self.stride = int(meta.get("stride", 32))
         nc = self.session.get_outputs()[0].shape[1]
-        names = _parse_names(meta.get("names", "{}"))
+        names = parse_names(meta.get("names", "{}"))
         self.nc = int(meta["nc"]) if meta.get("nc") else nc - 4 if isinstance(nc, int) else len(names)
         self.names = names or {i: str(i) for i in range(self.nc)}
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.detach().cpu().numpy().astype(self.dtype)
-        if self.input_shape is not None and tuple(x.shape[2:]) != self.input_shape:
-            raise UserError(f"{self.file.name} was exported for input {self.input_shape}, got {tuple(x.shape[2:])}; "
-                             "export with dynamic=true for other sizes")
-        step = self.fixed_batch or len(x)
-        outputs = []
-        for i in range(0, len(x), step):
-            chunk = x[i:i + step]
-            n = len(chunk)
-            if n < step:  # pad the last chunk up to the fixed batch size
-                chunk = np.concatenate((chunk, np.zeros((step - n, *chunk.shape[1:]), chunk.dtype)))
-            outputs.append(self.session.run(None, {self.input_name: chunk})[0][:n])
-        return torch.from_numpy(np.concatenate(outputs).astype(np.float32))
+        return run_in_chunks(lambda chunk: self.session.run(None, {self.input_name: chunk})[0], x, self)
+
+
+def run_in_chunks(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, exported: Any) -> torch.Tensor:
+    """``run`` over the batch ``x`` in chunks of an exported model's ``fixed_batch`` (the last one zero-padded), as one
+    float32 tensor; an input size other than the model's fixed ``input_shape`` is an error naming its ``file``."""
+    if exported.input_shape is not None and tuple(x.shape[2:]) != exported.input_shape:
+        raise UserError(f"{exported.file.name} was exported for input {exported.input_shape}, got "
+                        f"{tuple(x.shape[2:])}; export with dynamic=true for other sizes")
+    step = exported.fixed_batch or len(x)
+    outputs = []
+    for i in range(0, len(x), step):
+        chunk = x[i:i + step]
+        n = len(chunk)
+        if n < step:
+            chunk = np.concatenate((chunk, np.zeros((step - n, *chunk.shape[1:]), chunk.dtype)))
+        outputs.append(np.asarray(run(chunk))[:n])
+    return torch.from_numpy(np.concatenate(outputs).astype(np.float32))

@@ -28,6 +28,7 @@ from ..ops import non_max_suppression, unletterbox_boxes
 from ..utils.files import write_json
 from ..utils.torch_utils import CompiledModel, fused_copy, select_device
 from .exporter import OnnxModel
+from .openvino import OpenVinoModel
 from .preprocess import check_imgsz, preprocess
 from .results import Results
 
@@ -65,26 +66,32 @@ class TorchModel:
             return self.forward(images.to(self.device, self.dtype)).float()
 
 
-InferenceModel = TorchModel | OnnxModel
+EXPORTED_MODELS = (OnnxModel, OpenVinoModel)
+EXPORTED_SUFFIXES = (".onnx", ".xml")  # what `model=` paths of exported models end with
+InferenceModel = TorchModel | OnnxModel | OpenVinoModel
 
 
 def as_inference_model(model: Any, device: str | torch.device | None = None, half: bool = False,
                        fuse: bool = True, compile: bool = False) -> InferenceModel:
-    """Wrap a DetectionModel, a ``YOLO``, or a checkpoint / YAML / ``.onnx`` path for inference.
+    """Wrap a DetectionModel, a ``YOLO``, or a checkpoint / YAML / ``.onnx`` / OpenVINO ``.xml`` path for inference.
 
     Modules are fused on a copy when ``fuse`` (the caller's model is left untouched); with ``fuse=False``
     the module itself is used (the validator's case: it is already in eval mode). ``device=None`` keeps
-    the model's device (CPU for ONNX). ``compile`` runs a PyTorch model through ``torch.compile``.
+    the model's device (CPU for exported models). ``compile`` runs a PyTorch model through ``torch.compile``.
     """
 
-    if isinstance(model, (TorchModel, OnnxModel)):
+    if isinstance(model, (TorchModel, *EXPORTED_MODELS)):
         return model
-    if isinstance(model, (str, Path)) and str(model).endswith(".onnx"):
+    if isinstance(model, (str, Path)) and str(model).endswith(EXPORTED_SUFFIXES):
         if half:
             raise UserError("half applies to PyTorch models; export with half=true for a float16 ONNX model")
         if compile:
-            raise UserError(f"compile=true applies to PyTorch models, not to {Path(model).name} (ONNX Runtime "
+            raise UserError(f"compile=true applies to PyTorch models, not to {Path(model).name} (its runtime "
                             "optimizes its own graph)")
+        if str(model).endswith(".xml"):
+            if select_device(device or "cpu").type != "cpu":
+                raise UserError(f"{model}: OpenVINO models run on the CPU here; use device=cpu")
+            return OpenVinoModel(model)
         return OnnxModel(model, select_device(device or "cpu"))
     if isinstance(model, (str, Path)):
         model = load_model(model)
@@ -101,7 +108,7 @@ def as_inference_model(model: Any, device: str | torch.device | None = None, hal
 
 
 def input_size(model: InferenceModel, imgsz: int) -> int:
-    """The square network input side: ``imgsz``, or the fixed size an ONNX model was exported with."""
+    """The square network input side: ``imgsz``, or the fixed size an exported model was exported with."""
     if model.input_shape is None:
         return check_imgsz(imgsz, model.stride)
     h, w = model.input_shape

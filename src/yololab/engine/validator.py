@@ -31,6 +31,8 @@ from ..ops import non_max_suppression, unletterbox_boxes, xywh2xyxy
 from ..plots import plot_confidence_curve, plot_confusion_matrix, plot_pr_curves, save_image_grid
 from ..utils.files import write_json
 from ..utils.torch_utils import select_device
+from .openvino import OpenVinoModel
+from .predictor import EXPORTED_MODELS, InferenceModel, input_size, sliced_predict
 
 PLOT_IMAGES = 4  # validation images drawn with ground truth beside predictions
 PLOT_CONF = 0.25  # predictions drawn on those images and counted in the confusion matrix
@@ -40,19 +42,21 @@ _NOTED_JSON: set[str] = set()
 Detections = list[tuple[str, torch.Tensor]]  # (im_file, (n, 6) x1 y1 x2 y2 score class in original pixels)
 
 
-def validate(model: nn.Module, data: Any, *, imgsz: int = 640, batch: int = 16, conf: float = 0.001,
+def validate(model: nn.Module | InferenceModel, data: Any, *, imgsz: int = 640, batch: int = 16, conf: float = 0.001,
              iou: float = 0.7, max_det: int = 300, device: str | torch.device | None = "cpu", split: str = "val",
              save_dir: str | Path | None = None, plots: bool = False, save_json: bool = False, workers: int = 2,
              half: bool = False, verbose: bool = True, slice: int | None = None, overlap: float = 0.2,
              slice_full: bool = True, dataloader: torch.utils.data.DataLoader | None = None) -> dict[str, Any]:
-    """Evaluate a DetectionModel on a dataset split and return the metrics dict (see ``metrics.evaluate_coco``).
+    """Evaluate a DetectionModel, or an exported model (``OnnxModel``, ``OpenVinoModel``), on a dataset split and
+    return the metrics dict (see ``metrics.evaluate_coco``).
 
     ``data`` is a DataConfig or a data string (``data.yaml`` path or ``synthetic``); ``dataloader`` a prebuilt
     rect val loader to reuse. ``slice`` (tile side in pixels) switches to sliced inference on the original
     images (tiles overlapping by ``overlap``, plus the whole image if ``slice_full``). Predictions are written
     to ``save_dir/predictions.json`` with ``save_json``; plots (PR and F1 curves, confusion matrix, images) go
     to ``save_dir`` with ``plots``. ``half`` runs the forward under CUDA float16 autocast. The model's
-    train/eval mode and device are restored on return.
+    train/eval mode and device are restored on return. An exported model with a fixed input size sees square
+    letterboxed images of that size (as in ``predict``), not rect batches.
     """
     from ..data import DataConfig, YoloDataset, build_dataloader, load_data_config
 
@@ -63,18 +67,27 @@ def validate(model: nn.Module, data: Any, *, imgsz: int = 640, batch: int = 16, 
     if (plots or save_json) and save_dir is None:
         raise ValueError("plots=True or save_json=True needs a save_dir")
     device = select_device(device)
+    exported = isinstance(model, EXPORTED_MODELS)
     if dataloader is None:
         files = data.split(split)
         if not files:
             raise UserError(f"split '{split}' of {data.yaml_file or data.root} has no images")
-        stride = int(max(model.stride)) if hasattr(model, "stride") else 32
-        dataset = YoloDataset(files, imgsz=imgsz, rect=True, batch_size=batch, stride=stride, nc=data.nc)
+        if exported:  # a fixed input size: square letterboxed images, as the predictor feeds it
+            imgsz, rect, stride = input_size(model, imgsz), model.input_shape is None, model.stride
+        else:
+            rect, stride = True, int(max(model.stride)) if hasattr(model, "stride") else 32
+        if isinstance(model, OpenVinoModel):
+            # Loader processes forked beside OpenVINO's thread pool crashed the process (segfault under pytest,
+            # after an INT8 quantization in the same process); the images are loaded here instead.
+            workers = 0
+        dataset = YoloDataset(files, imgsz=imgsz, rect=rect, batch_size=batch, stride=stride, nc=data.nc)
         dataloader = build_dataloader(dataset, batch, workers=workers)
     labels = dataloader.dataset.labels
     gt, image_ids, category_ids = dataset_ground_truth(labels, data, split)
 
-    was_training, home = model.training, next(model.parameters()).device
-    model.eval().to(device)
+    if not exported:
+        was_training, home = model.training, next(model.parameters()).device
+        model.eval().to(device)
     keep = PLOT_IMAGES if plots else 0
     try:
         if slice:
@@ -85,7 +98,8 @@ def validate(model: nn.Module, data: Any, *, imgsz: int = 640, batch: int = 16, 
             detections, samples, speed = _batched_detections(model, dataloader, device=device, conf=conf, iou=iou,
                                                              max_det=max_det, half=half, keep=keep)
     finally:
-        model.train(was_training).to(home)
+        if not exported:
+            model.train(was_training).to(home)
 
     predictions = [r for im_file, det in detections for r in coco_records(det, image_ids[im_file], category_ids)]
     metrics = evaluate_coco(gt, predictions, confusion_conf=PLOT_CONF)
@@ -181,8 +195,6 @@ def _sliced_detections(model: nn.Module, labels: list[dict], *, imgsz: int, slic
                        ) -> tuple[Detections, list[tuple], dict[str, float]]:
     """Sliced inference (``predictor.sliced_predict``) on each original image; samples in original pixels."""
     from ..data import load_image
-    from .predictor import sliced_predict
-
     detections, samples = [], []
     spent = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     for label in labels:
