@@ -126,7 +126,11 @@ def top_ops(prof: profile, n: int) -> list[tuple[str, float]]:
 
 def profile_epoch(args) -> tuple[profile, int]:
     """Train 2 epochs, profile the second; the profile and the epoch's number of steps."""
-    work = Path(tempfile.mkdtemp(prefix="train_profile-"))
+    with tempfile.TemporaryDirectory(prefix="train_profile-") as folder:
+        return _profile_epoch(args, Path(folder))
+
+
+def _profile_epoch(args, work: Path) -> tuple[profile, int]:
     data = subset_data(args.data, args.fraction, work / "data")
     settings = {"model": f"{args.model}.yaml", "data": str(data), "epochs": 2, "imgsz": args.imgsz,
                 "batch": args.batch, "workers": args.workers, "device": args.device, "amp": args.amp,
