@@ -23,6 +23,10 @@ from yololab.engine.validator import validate
 from yololab.errors import UserError
 from yololab.nn import DetectionModel
 
+# OpenVINO/NNCF run after the rest of the suite in one process crashed it (heap corruption, malloc SIGSEGV), so
+# `make test` runs this file in a pytest process of its own.
+pytestmark = pytest.mark.isolated
+
 openvino = pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
 pytest.importorskip("nncf", reason="the [openvino] extra is not installed")
 
