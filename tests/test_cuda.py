@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from tiny_training import TINY_MODEL, tiny_dataset
+from tiny_training import TINY_MODEL, fixed_batch, tiny_dataset
 from yololab.assigner import TaskAlignedAssigner
 from yololab.engine.exporter import OnnxModel, export_onnx
 from yololab.loss import DetectionLoss
@@ -29,17 +29,6 @@ pytestmark = [pytest.mark.cuda,
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = torch.device("cuda", 0)
 AMP_TOLERANCE = {torch.float16: 0.02, torch.bfloat16: 0.05}  # relative, on the loss parts (bf16 keeps 8 bits)
-
-
-def fixed_batch(n: int = 4, imgsz: int = 128, nc: int = 4, boxes_per_image: int = 3) -> tuple[torch.Tensor, dict]:
-    """Random images and normalized-xywh targets, the same on every call (the dataset's batch contract)."""
-    g = torch.Generator().manual_seed(0)
-    m = n * boxes_per_image
-    centre = 0.2 + 0.6 * torch.rand(m, 2, generator=g)
-    size = 0.1 + 0.3 * torch.rand(m, 2, generator=g)
-    batch = {"batch_idx": torch.arange(n).repeat_interleave(boxes_per_image).float(),
-             "cls": torch.randint(0, nc, (m,), generator=g).float(), "bboxes": torch.cat((centre, size), 1)}
-    return torch.rand(n, 3, imgsz, imgsz, generator=g), batch
 
 
 def seeded_model(device: torch.device = CUDA) -> DetectionModel:
