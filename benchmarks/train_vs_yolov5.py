@@ -5,7 +5,8 @@ epochs, image size, batch size, device and loader workers, and each trains with 
 ``hyp.scratch-low`` (its default) and yololab's family recipe for anchor-based models
 (``cfg/recipes/yolov5-anchor.yaml``, the same values). The architecture is the same network: our ``yolov5n-anchor.yaml`` on our side, the package's own
 ``models/yolov5n.yaml`` on the peer's. Both are scored by yololab's COCO evaluator on the same ground truth (the peer's
-val predictions of its best.pt, conf 0.001, iou 0.6, exported as COCO json).
+val predictions of its best.pt, conf 0.001, iou 0.6, exported as COCO json; ours validates at the same NMS IoU 0.6,
+the family recipe's).
 
 Threads: both sides get the same number of torch threads, this process's default (what yololab's ``threads=auto``
 gives its run), pinned in the peer with ``torch.set_num_threads``: the packaged YOLOv5 writes ``OMP_NUM_THREADS`` =

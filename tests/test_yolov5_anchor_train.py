@@ -27,7 +27,8 @@ HYP_SCRATCH_LOW = {"lr0": 0.01, "lrf": 0.01, "momentum": 0.937, "weight_decay": 
                    "scale": 0.5, "shear": 0.0, "perspective": 0.0, "flipud": 0.0, "fliplr": 0.5, "mosaic": 1.0,
                    "mixup": 0.0}
 OUTSIDE_THE_FILE = {"optimizer": "SGD", "close_mosaic": 0, "warmup_min_iters": 100, "cos_lr": False, "nbs": 64,
-                    "label_smoothing": 0.0, "autoanchor": True}
+                    "label_smoothing": 0.0, "autoanchor": True,
+                    "iou": 0.6}  # val.py's NMS IoU, which its train.py validates with
 
 
 def test_recipe_is_yolov5_scratch_low():
@@ -44,6 +45,34 @@ def test_family_recipe_applies_to_the_keys_the_user_did_not_set(tmp_path):
     plain = Trainer(settings("train", {"model": "yolov5n.yaml", "data": str(data), "project": str(tmp_path),
                                        "verbose": False}))
     assert (plain.args.box, plain.args.optimizer) == (7.5, "auto")  # anchor-free: default.yaml
+    assert (trainer.args.iou, plain.args.iou) == (0.6, 0.7)  # validation's NMS IoU: YOLOv5's val.py, default.yaml
+
+
+def test_training_and_val_score_at_the_family_nms_iou(tmp_path, monkeypatch):
+    """The in-training validation, best.pt's final one and `yololab val` all use the recipe's IoU 0.6 for an
+    anchor-based model (what YOLOv5 reports), a given iou= wins, and anchor-free models keep 0.7."""
+    import yololab.api as api
+    import yololab.engine.trainer as trainer_module
+
+    seen = []
+
+    def spy(real):
+        def validate(*args, **kwargs):
+            seen.append(kwargs["iou"])
+            return real(*args, **kwargs)
+        return validate
+
+    monkeypatch.setattr(trainer_module, "validate", spy(trainer_module.validate))
+    monkeypatch.setattr(api, "validate", spy(api.validate))
+    data = tiny_dataset(tmp_path / "data", n_train=4, n_val=2)
+    result = Trainer(tiny_settings(data, tmp_path / "runs", model="yolov5n-anchor.yaml", epochs=1,
+                                   autoanchor=False)).train()
+    assert seen == [0.6, 0.6]  # epoch 1, then best.pt
+    best = result["best"]
+    for model, given, expected in [(best, {}, 0.6), (best, {"iou": 0.5}, 0.5), ("yolov5n.yaml", {}, 0.7)]:
+        api.val(settings("val", {"model": model, "data": str(data), "imgsz": 64, "plots": False, "verbose": False,
+                                 **given}))
+        assert seen[-1] == expected
 
 
 def test_compare_gives_each_model_its_family_recipe(tmp_path):

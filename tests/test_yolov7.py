@@ -246,7 +246,8 @@ HYP_SCRATCH_P5 = {**HYP_SCRATCH_TINY, "lrf": 0.1, "cls": 0.3, "obj": 0.7, "trans
                   "mixup": 0.15}
 HYP_SCRATCH_P6 = {**HYP_SCRATCH_P5, "lrf": 0.2}
 YOLOV7_TRAIN_PY = {"optimizer": "SGD", "cos_lr": True, "nbs": 64, "warmup_min_iters": 1000, "close_mosaic": 0,
-                   "label_smoothing": 0.0, "autoanchor": True, "loss_ota": True}
+                   "label_smoothing": 0.0, "autoanchor": True, "loss_ota": True,
+                   "iou": 0.6}  # test.py's NMS IoU, which its train.py validates with
 
 
 @pytest.mark.parametrize(("name", "recipe", "hyp"), [("yolov7_tiny", "yolov7-tiny", HYP_SCRATCH_TINY),

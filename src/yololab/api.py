@@ -13,6 +13,7 @@ from torch import nn
 
 from .autoanchor import model_anchors
 from .cfg import ConfigError, Settings, settings
+from .cfg.recipe import family_overrides
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import check_data as check_dataset
 from .data import convert as convert_dataset
@@ -277,6 +278,7 @@ def validate_model(model: nn.Module | None, s: Settings, yaml_source: Any = None
 
     ``model`` is a DetectionModel or None (load ``s.model``: a checkpoint, or a YAML built with the dataset's
     class count). A model built from ``yaml_source`` (random weights) is rebuilt when its class count differs.
+    A PyTorch model of an anchor-based family is scored at its recipe's NMS IoU (0.6) unless ``iou=`` is given.
     """
     verbose = s.verbose and not s.json
     if s.gt or s.pred:
@@ -295,12 +297,14 @@ def validate_model(model: nn.Module | None, s: Settings, yaml_source: Any = None
             model = as_inference_model(s.model, s.device or "cpu")
         elif model is None or (yaml_source is not None and getattr(model, "nc", data.nc) != data.nc):
             model = YOLO(yaml_source or s.model, nc=s.nc or data.nc).model
+        iou = s.iou
         if isinstance(model, nn.Module):
             check_imgsz(s.imgsz, int(max(model.stride)))
+            iou = family_overrides(getattr(model, "yaml", {}), s.given).get("iou", s.iou)  # anchor families: 0.6
             model = fused_copy(model)
         save_dir = command_dir(s, "val") if s.plots or s.save_json else None
         result = validate(model, data, imgsz=s.imgsz, batch=s.batch,
-                          conf=0.001 if s.conf is None else s.conf, iou=s.iou, max_det=s.max_det, device=s.device,
+                          conf=0.001 if s.conf is None else s.conf, iou=iou, max_det=s.max_det, device=s.device,
                           split=s.split, save_dir=save_dir, plots=s.plots, save_json=s.save_json, workers=s.workers,
                           half=s.half, verbose=verbose, slice=s.slice, overlap=s.overlap, slice_full=s.slice_full)
     if verbose and save_dir is not None:

@@ -411,7 +411,7 @@ class Trainer:
             if a.bn_calibration > 0:  # running statistics lag fast-moving weights: recompute them (issue #24)
                 with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):  # drop path
                     update_bn(self._calibration_batches(epoch), self.eval_model, self.device)
-            self.metrics = validate(self.eval_model, self.data, imgsz=a.imgsz, batch=self.batch * 2,
+            self.metrics = validate(self.eval_model, self.data, imgsz=a.imgsz, batch=self.batch * 2, iou=a.iou,
                                     device=self.device, dataloader=self.val_loader, verbose=False,
                                     workers=a.workers)
         fitness = float(self.metrics["map"]) if self.metrics else -sum(losses)  # lower loss is better without val
@@ -514,7 +514,7 @@ class Trainer:
         metrics = dict(self.metrics)
         if self.val_loader is not None and best.is_file():
             a = self.args
-            metrics = validate(model_from_checkpoint(best), self.data, imgsz=a.imgsz, batch=self.batch * 2,
+            metrics = validate(model_from_checkpoint(best), self.data, imgsz=a.imgsz, batch=self.batch * 2, iou=a.iou,
                                device=self.device, dataloader=self.val_loader, save_dir=self.save_dir,
                                plots=a.plots, verbose=a.verbose, workers=a.workers, save_json=True)
             _gzip_in_place(self.save_dir / "predictions.json")  # best.pt's detections: the ablation's bootstrap
