@@ -45,12 +45,11 @@ ablation-bccd: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -n 2 -q -m "not slow and not isolated"
-	$(PY) -m pytest -n 2 -q -m "isolated and not slow"
+	$(PY) -m pytest -n 2 -q -m "not slow"
 
 # the heavy tests (real trainings and comparisons, every config exported): run before resolving what they cover
 test-slow: $(STAMP)
-	$(PY) -m pytest -n 2 -q -m "slow and not isolated"
+	$(PY) -m pytest -n 2 -q -m slow
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -22,10 +23,6 @@ from yololab.engine.openvino import OpenVinoModel, export_openvino
 from yololab.engine.validator import validate
 from yololab.errors import UserError
 from yololab.nn import DetectionModel
-
-# OpenVINO/NNCF run after the rest of the suite in one process crashed it (heap corruption, malloc SIGSEGV), so
-# `make test` runs this file in a pytest process of its own.
-pytestmark = pytest.mark.isolated
 
 openvino = pytest.importorskip("openvino", reason="the [openvino] extra is not installed")
 pytest.importorskip("nncf", reason="the [openvino] extra is not installed")
@@ -184,3 +181,34 @@ def test_broken_or_incomplete_irs_are_user_errors(tmp_path):
         OpenVinoModel(tmp_path / "y.xml")
     with pytest.raises(FileNotFoundError, match="OpenVINO model not found"):
         OpenVinoModel(tmp_path / "z.xml")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_released_models_leave_a_valid_signal_stack(tmp_path):
+    """Regression: every start of OpenVINO's CPU plugin pointed the thread's alternate signal stack at its own buffer
+    and every teardown restored the stack it had found, so two models released in creation order left it on freed
+    memory, and the next Python signal handler (SIGCHLD after a DataLoader worker or a subprocess) crashed the
+    process or corrupted its heap. The models now share one Core (``shared_core``)."""
+    xml = export_openvino(tiny_model({0: "a"}), tmp_path / "m.xml", imgsz=IMGSZ, verbose=False)["file"]
+    code = textwrap.dedent(f"""
+        import ctypes, faulthandler, gc, signal, subprocess
+        from yololab.engine.openvino import OpenVinoModel
+
+        faulthandler.enable()  # gives the thread an alternate signal stack, as pytest does
+        signal.signal(signal.SIGCHLD, lambda *args: None)  # a Python handler runs there, like the DataLoader's
+        first, second = OpenVinoModel({xml!r}), OpenVinoModel({xml!r})
+        del first; gc.collect(); del second; gc.collect()  # released in creation order
+
+        class Stack(ctypes.Structure):
+            _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+        stack = Stack()
+        ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack))
+        maps = [[int(a, 16) for a in line.split()[0].split("-")] for line in open("/proc/self/maps")]
+        print("mapped" if any(lo <= (stack.sp or 0) < hi for lo, hi in maps) else "freed", flush=True)
+        for _ in range(5):
+            subprocess.run(["true"])  # each exit sends SIGCHLD
+        print("survived")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["mapped", "survived"], (out.returncode, out.stdout, out.stderr[-2000:])

@@ -11,6 +11,7 @@ off before it is imported.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -55,6 +56,22 @@ def import_openvino() -> Any:
     except ImportError:
         raise UserError(f"OpenVINO formats need the openvino package: {EXTRA}") from None
     return openvino
+
+
+@functools.cache
+def shared_core() -> Any:
+    """The one ``openvino.Core`` of this process, never destroyed.
+
+    Each Core's CPU plugin points the calling thread's alternate signal stack (``sigaltstack``) at a buffer of its
+    own when it starts and, when it is destroyed, restores the stack it found. Two Cores destroyed in the order they
+    were made leave the thread pointing at the first one's freed buffer: the next signal delivered there (Python's
+    SIGCHLD or SIGINT handler run on that stack) then crashes the process or corrupts its heap. One Core for the
+    whole process starts the plugin once, here, before any other Core (NNCF makes short-lived ones, which then
+    restore this one's stack), and never restores a stale one.
+    """
+    core = import_openvino().Core()
+    core.get_property("CPU", "FULL_DEVICE_NAME")  # starts the CPU plugin now
+    return core
 
 
 def import_nncf() -> Any:
@@ -113,14 +130,14 @@ def to_openvino(onnx_file: Path) -> Any:
     which breaks the CPU plugin's convolution + activation fusion (yolov8n INT8: 193 quantizers and 755 runtime
     nodes, 235 of them layout reorders, instead of 79 and 252, as many as the peer's own export).
     """
-    ov = import_openvino()
+    import_openvino()
     from openvino._offline_transformations import (
         apply_fused_names_cleanup,
         apply_moc_legacy_transformations,
         apply_moc_transformations,
     )
 
-    model = ov.Core().read_model(str(onnx_file))
+    model = shared_core().read_model(str(onnx_file))
     apply_moc_transformations(model, cf=False, smart_reshape=True)
     apply_moc_legacy_transformations(model, [])
     apply_fused_names_cleanup(model)
@@ -152,9 +169,9 @@ def quantize_int8(xml_file: Path, int8_file: Path, calibration: Sequence[Any], t
     name patterns stay float32; ``preset`` is NNCF's ``performance`` (symmetric weights and activations) or
     ``mixed`` (asymmetric activations).
     """
-    ov, nncf = import_openvino(), import_nncf()
+    nncf = import_nncf()
     nncf.set_log_level(logging.WARNING)  # its INFO lines list every op it leaves in float32
-    model = ov.Core().read_model(str(xml_file))
+    model = shared_core().read_model(str(xml_file))
     metadata = {**read_metadata(model), "int8": "true"}
     if verbose:
         print(f"INT8: calibrating on {len(calibration)} images (nncf.quantize, preset {preset.upper()})")
@@ -197,13 +214,12 @@ class OpenVinoModel:
     """
 
     def __init__(self, file: str | Path, threads: int | None = None):
-        ov = import_openvino()
         file = Path(file)
         if not file.is_file():
             raise FileNotFoundError(f"OpenVINO model not found: {file}")
         if not file.with_suffix(".bin").is_file():
             raise UserError(f"{file}: its weights file {file.with_suffix('.bin').name} is missing beside it")
-        core = ov.Core()
+        core = shared_core()
         try:
             model = core.read_model(str(file))
         except RuntimeError as e:
