@@ -88,6 +88,7 @@ PEER_WORKER = textwrap.dedent("""
         for name, extra in (("openvino", {}), ("openvino-int8", int8)):
             folder = Path(yolo.export(format="openvino", imgsz=cfg["imgsz"], half=False, **extra))
             openvino_files[name] = str(next(folder.glob("*.xml")).resolve())
+    torch.set_num_threads(cfg["threads"])  # again: its exporters change the count too
     model = yolo.model.fuse().eval().to(device)
     models = {False: model, True: None}  # fp32, and an fp16 copy made on first request
     with torch.inference_mode():
