@@ -28,7 +28,8 @@ from yololab.health import (
 from yololab.nn import DetectionModel
 from yololab.utils.torch_utils import ModelEMA
 
-RUNS = ROOT / "benchmarks" / "ablation-bccd" / "runs"
+# the first BCCD ablation, validated with stale BatchNorm statistics (issue #24), kept as it was recorded
+RUNS = ROOT / "benchmarks" / "records" / "ablation-bccd-v1" / "runs"
 # (run, first collapsed epoch) of every collapse that issue #24 lists: epoch "12 -> 13" is epoch 13
 ISSUE_COLLAPSES = {
     "yolov8n-spconv-seed0": [15], "yolov8n-spconv-seed1": [18], "yolov8n-spconv-seed2": [13, 22],
