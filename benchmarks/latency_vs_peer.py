@@ -5,9 +5,10 @@ with yololab's defaults, kept in benchmarks/.cache/latency_vs_peer and reused; `
 weights). Both sides build yolov8n from their own YAML with the data's class count; the peer loads our state_dict
 (strict), so both compute the same outputs (checked). Every format of both sides is scored on the val split by
 yololab's validator (exports see square letterboxed images of their size, PyTorch rect batches), so speed is
-compared at known accuracy: the INT8 drop of each side, and our fastest format against the peer's. PyTorch: each framework's own fuse() and eval forward under inference_mode on a zero image,
-ours in this process and the peer's in a worker process of its venv (same torch version; the same ``--threads``
-on both sides, since the peer otherwise lowers its own CPU thread count on import).
+compared at known accuracy: the INT8 drop of each side, and our fastest format against the peer's.
+PyTorch: each framework's own fuse() and eval forward under inference_mode on a zero image, ours in this process and
+the peer's in a worker process of its venv (same torch version; the same ``--threads`` on both sides, since the peer
+otherwise lowers its own CPU thread count on import).
 ONNX: each framework's own exporter (opset 17, simplified with onnxslim), and both files run in this process's
 onnxruntime with the same default session options. OpenVINO (float32 and INT8; ``--no-openvino`` leaves them out):
 each framework's own OpenVINO export and NNCF INT8 quantization, both calibrated on ``--data``'s training split

@@ -11,6 +11,8 @@ import yololab  # noqa: F401  (first: its thread policy must reach the OpenMP ru
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+# the first BCCD ablation's runs, validated with stale BatchNorm statistics (issue #24), kept as they were recorded
+FIRST_ABLATION_RUNS = ROOT / "benchmarks" / "records" / "ablation-bccd-v1" / "runs"
 
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0", "")

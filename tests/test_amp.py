@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import FIRST_ABLATION_RUNS
 from tiny_training import TINY_MODEL, fixed_batch, tiny_dataset, tiny_settings
 from yololab.ablation.runner import recorded_recipe, same_recipe
 from yololab.cfg import ConfigError, settings
@@ -20,9 +21,6 @@ from yololab.utils.files import to_jsonable
 from yololab.utils.profile import native_bf16_flags
 from yololab.utils.torch_utils import resolve_amp, same_amp
 
-ROOT = Path(__file__).resolve().parents[1]
-# the first BCCD ablation, validated with stale BatchNorm statistics (issue #24), kept as it was recorded
-RUNS = ROOT / "benchmarks" / "records" / "ablation-bccd-v1" / "runs"
 BF16_LOSS_RTOL = 0.05  # relative, on each loss part: bf16 keeps 8 significant bits in the convolutions
 needs_native_bf16 = pytest.mark.skipif(not native_bf16_flags(),
                                        reason="this CPU has no native bfloat16 (avx512_bf16 or amx_bf16)")
@@ -54,9 +52,9 @@ def test_recorded_amp_true_means_auto_but_not_bf16_or_false():
 
 
 def test_committed_ablation_runs_are_reused_with_amp_auto():
-    results = sorted(RUNS.glob("*/result.json"))
+    results = sorted(FIRST_ABLATION_RUNS.glob("*/result.json"))
     if not results:
-        pytest.skip(f"no finished runs in {RUNS}")
+        pytest.skip(f"no finished runs in {FIRST_ABLATION_RUNS}")
     for result_file in results:
         result = json.loads(result_file.read_text())
         recorded = recorded_recipe(result_file.parent, result)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from conftest import ROOT
+from conftest import FIRST_ABLATION_RUNS
 from tiny_training import TINY_MODEL
 from yololab.checkpoint import load_checkpoint
 from yololab.data import YoloDataset, load_data_config, make_synthetic
@@ -28,8 +28,6 @@ from yololab.health import (
 from yololab.nn import DetectionModel
 from yololab.utils.torch_utils import ModelEMA
 
-# the first BCCD ablation, validated with stale BatchNorm statistics (issue #24), kept as it was recorded
-RUNS = ROOT / "benchmarks" / "records" / "ablation-bccd-v1" / "runs"
 # (run, first collapsed epoch) of every collapse that issue #24 lists: epoch "12 -> 13" is epoch 13
 ISSUE_COLLAPSES = {
     "yolov8n-spconv-seed0": [15], "yolov8n-spconv-seed1": [18], "yolov8n-spconv-seed2": [13, 22],
@@ -39,7 +37,7 @@ HEALTHY = [f"yolov8n{variant}-seed{seed}" for variant in ("", "-slimneck", "-rep
 
 
 def read_rows(run: str) -> list[dict]:
-    with open(RUNS / run / "results.csv", newline="") as f:
+    with open(FIRST_ABLATION_RUNS / run / "results.csv", newline="") as f:
         return list(csv.DictReader(f))
 
 

@@ -130,14 +130,14 @@ def to_openvino(onnx_file: Path) -> Any:
     which breaks the CPU plugin's convolution + activation fusion (yolov8n INT8: 193 quantizers and 755 runtime
     nodes, 235 of them layout reorders, instead of 79 and 252, as many as the peer's own export).
     """
-    import_openvino()
+    core = shared_core()  # imports openvino first, or names the missing extra
     from openvino._offline_transformations import (
         apply_fused_names_cleanup,
         apply_moc_legacy_transformations,
         apply_moc_transformations,
     )
 
-    model = shared_core().read_model(str(onnx_file))
+    model = core.read_model(str(onnx_file))
     apply_moc_transformations(model, cf=False, smart_reshape=True)
     apply_moc_legacy_transformations(model, [])
     apply_fused_names_cleanup(model)
