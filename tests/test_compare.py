@@ -212,3 +212,5 @@ def test_report_marks_runs_whose_validation_collapsed(tmp_path):
     md = write_report(summary, {}, tmp_path, results)["md"].read_text()
     assert "## Run health" in md and "**yolov8n-slimneck**: 1 of 1 runs had validation collapses" in md
     assert "**yolov8n**:" not in md
+    healthy = write_report(analyse(results[:1], MODELS[:1], {}), {}, tmp_path / "healthy", results[:1])
+    assert "No validation collapse in any of the 1 finished runs" in healthy["md"].read_text()

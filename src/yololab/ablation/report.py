@@ -149,16 +149,21 @@ def _seeds(n: int | None) -> str:
 
 
 def _health_lines(summary: dict[str, Any]) -> list[str]:
-    """Models whose runs had validation collapses, named before their verdicts are read."""
-    lines = []
+    """Models whose runs had validation collapses, named before their verdicts are read; or that none had."""
+    lines, checked = [], 0
     for name, e in summary["models"].items():
         health = e.get("health", {})
+        checked += health.get("runs", 0)
         if health.get("unhealthy_runs"):
             where = "; ".join(f"seed {seed} " + ", ".join(events) for seed, events in health["collapses"].items())
             lines.append(f"- **{name}**: {health['unhealthy_runs']} of {health['runs']} runs had validation collapses "
                          f"({where}). Its verdicts may measure a training defect, not the module "
                          "(docs/training.md, run health).")
-    return ["", "## Run health", ""] + lines if lines else []
+    if not checked:
+        return []
+    if not lines:
+        lines = [f"No validation collapse in any of the {checked} finished runs (docs/training.md, run health)."]
+    return ["", "## Run health", ""] + lines
 
 
 def _training_cost_lines(summary: dict[str, Any]) -> list[str]:
