@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 # the first BCCD ablation's runs, validated with stale BatchNorm statistics (issue #24), kept as they were recorded
 FIRST_ABLATION_RUNS = ROOT / "benchmarks" / "records" / "ablation-bccd-v1" / "runs"
+# the re-run after the fix (validated model recalibrated to its own weights), same models, seeds and recipe
+ABLATION_RUNS = ROOT / "benchmarks" / "ablation-bccd" / "runs"
 
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0", "")

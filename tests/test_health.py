@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from conftest import FIRST_ABLATION_RUNS
+from conftest import ABLATION_RUNS, FIRST_ABLATION_RUNS
 from tiny_training import TINY_MODEL
 from yololab.checkpoint import load_checkpoint
 from yololab.data import YoloDataset, load_data_config, make_synthetic
@@ -34,10 +35,12 @@ ISSUE_COLLAPSES = {
     "yolov8n-revcol-seed0": [5, 8], "yolov8n-revcol-seed1": [6, 12], "yolov8n-revcol-seed2": [4],
 }
 HEALTHY = [f"yolov8n{variant}-seed{seed}" for variant in ("", "-slimneck", "-repvit", "-elan") for seed in range(3)]
+RERUN = [f"yolov8n{variant}-seed{seed}" for variant in ("", "-slimneck", "-spconv", "-repvit", "-revcol", "-elan")
+         for seed in range(3)]
 
 
-def read_rows(run: str) -> list[dict]:
-    with open(FIRST_ABLATION_RUNS / run / "results.csv", newline="") as f:
+def read_rows(run: str, runs: Path = FIRST_ABLATION_RUNS) -> list[dict]:
+    with open(runs / run / "results.csv", newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -59,6 +62,17 @@ def test_rule_flags_none_of_the_recorded_healthy_runs(run):
     rows = read_rows(run)
     assert len(rows) == 30
     assert collapse_events(rows) == []
+
+
+@pytest.mark.parametrize("run", RERUN)
+def test_no_run_of_the_ablation_rerun_after_the_fix_collapses_or_has_nonfinite_gradients(run):
+    """The fix's evidence: all 18 re-run runs, SPConv and RevCol included, train 30 healthy epochs."""
+    rows = read_rows(run, ABLATION_RUNS)
+    assert len(rows) == 30
+    assert collapse_events(rows) == []
+    health = json.loads((ABLATION_RUNS / run / "health.json").read_text())
+    assert health["collapses"] == []
+    assert [e["nonfinite_grad_steps"] for e in health["epochs"]] == [0] * 30
 
 
 def test_collapsed_epochs_in_a_row_are_one_event_with_its_peak_and_low():
