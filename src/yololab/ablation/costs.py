@@ -14,7 +14,7 @@ def measure_costs(model: str, imgsz: int, nc: int | None, log: Callable[[str], N
     yolo = YOLO(model, nc=nc)
     summary = model_summary(yolo.model, imgsz)
     latency = {r["format"]: r.get("median_ms") for r in
-               bench(yolo.model, imgsz=imgsz, runs=10, warmup=3, device="cpu", verbose=False)["results"]}
+               bench(yolo.model, imgsz=imgsz, device="cpu", verbose=False)["results"]}
     cost = {"params": summary["params"], "gflops": summary["gflops"], "latency_ms": latency.get("torch"),
             "onnx_latency_ms": latency.get("onnx")}
     log(f"{Path(model).stem}: {cost['params']:,} params, {cost['gflops']:.2f} GFLOPs, "
