@@ -6,9 +6,9 @@ with the drop from float32 in points. Calibration: ``--calib`` training images d
 subset, letterboxed like the predictor. Variants:
 
 - ``nncf-mixed``: what ``yololab export format=openvino-int8`` does (MIXED preset: symmetric weights, asymmetric
-  activations; every op quantized); ``nncf-performance``: PERFORMANCE preset (symmetric activations too);
-- ``...-decode-fp32``: the same, with the head's box decoding (every op of the head but its convolutions) kept in
-  float32 through NNCF's ignored scope;
+  activations; the head's box decoding, every op of the head but its convolutions, kept in float32 through NNCF's
+  ignored scope); ``nncf-performance``: PERFORMANCE preset (symmetric activations too), decoding in float32;
+- ``...-all-ops``: the same with every op quantized, the box decoding too;
 - ``ort-static-qdq``: ONNX Runtime ``quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, MinMax
   calibration) on the slimmed ONNX export, decoding ops excluded like above, run by onnxruntime.
 
@@ -29,6 +29,7 @@ from yololab.data import load_data_config, load_image
 from yololab.engine.exporter import OnnxModel, export
 from yololab.engine.openvino import (
     OpenVinoModel,
+    box_decoding_scope,
     calibration_subset,
     export_openvino,
     image_transform,
@@ -36,17 +37,10 @@ from yololab.engine.openvino import (
 )
 from yololab.engine.validator import validate
 
-NNCF_VARIANTS = {"nncf-mixed": ("mixed", False), "nncf-performance": ("performance", False),
-                 "nncf-mixed-decode-fp32": ("mixed", True),
-                 "nncf-performance-decode-fp32": ("performance", True)}  # name: (preset, box decoding in float32)
+NNCF_VARIANTS = {"nncf-mixed": ("mixed", True), "nncf-performance": ("performance", True),
+                 "nncf-mixed-all-ops": ("mixed", False),
+                 "nncf-performance-all-ops": ("performance", False)}  # name: (preset, box decoding in float32)
 VARIANTS = (*NNCF_VARIANTS, "ort-static-qdq")
-
-
-def head_decode_scope(model) -> list[str]:
-    """Node-name patterns of the detection head's box decoding: every op of the last row but its convolutions, and
-    a DFL's fixed projection (left in float32 by the ``-decode-fp32`` variants)."""
-    prefix = rf"^/model\.{len(model.model) - 1}/"
-    return [prefix + r"(?!.*Conv).*", prefix + r"dfl/.*"]
 
 
 def ort_static_int8(onnx_file: Path, out: Path, calibration: list, transform, ignored: list[str]) -> Path:
@@ -87,7 +81,7 @@ def main() -> None:
     data = load_data_config(args.data)
     calibration = calibration_subset(data.split("train"), args.calib)
     transform = image_transform(args.imgsz, load_image)
-    ignored = head_decode_scope(model)
+    ignored = box_decoding_scope(model)
     rows = []
 
     def score(name: str, runner) -> None:

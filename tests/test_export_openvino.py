@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from yololab.cli import main
 from yololab.data.synthetic import make_large_scene
 from yololab.engine.bench import bench
 from yololab.engine.exporter import OnnxModel, export
-from yololab.engine.openvino import OpenVinoModel, export_openvino
+from yololab.engine.openvino import OpenVinoModel, export_openvino, image_transform, quantize_int8
 from yololab.engine.validator import validate
 from yololab.errors import UserError
 from yololab.nn import DetectionModel
@@ -74,6 +75,26 @@ def test_int8_export_follows_float32_outputs(tmp_path):
     # from float32's (median; 1.9 px at most), scores (0.45-0.54) correlated 0.9997 over every anchor and class.
     assert (a[:, :4] - b[:, :4]).abs().median() < 1.0
     assert np.corrcoef(a[:, 4:].flatten(), b[:, 4:].flatten())[0, 1] > 0.99
+
+
+def head_ops_fed_by_quantizers(xml_file, head: int) -> set[str]:
+    """Type and name of every op of model row ``head`` but a convolution that takes an 8-bit quantized input."""
+    ops = openvino.Core().read_model(str(xml_file)).get_ordered_ops()
+    return {f"{op.get_type_name()} {op.get_friendly_name()}" for op in ops
+            if op.get_friendly_name().startswith(f"/model.{head}/")
+            and op.get_type_name() not in ("FakeQuantize", "Convolution", "Constant")
+            and any(i.get_source_output().get_node().get_type_name() == "FakeQuantize" for i in op.inputs())}
+
+
+def test_int8_export_keeps_the_box_decoding_in_float32(tmp_path):
+    model = tiny_model({0: "cat", 1: "dog"})
+    head = len(model.model) - 1
+    result = export_openvino(model, tmp_path / "m.xml", imgsz=IMGSZ, calibration=SCENES, verbose=False)
+    assert head_ops_fed_by_quantizers(result["file"], head) == set()
+    # the check has teeth: quantizing every op puts the decoding's arithmetic (Add, Sub, Concat) on 8-bit inputs
+    every_op = quantize_int8(Path(result["fp32_file"]), tmp_path / "all.xml", SCENES, image_transform(IMGSZ),
+                             verbose=False)
+    assert {name.split()[0] for name in head_ops_fed_by_quantizers(every_op, head)} >= {"Add", "Subtract"}
 
 
 def test_cli_export_predict_and_val_with_an_xml_model(tmp_path, capsys):
