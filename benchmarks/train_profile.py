@@ -13,6 +13,7 @@ times only on an idle one.
     python benchmarks/train_profile.py                            # yolov8n, BCCD (1/4 of train), 320 px, batch 16
     python benchmarks/train_profile.py --amp bf16 --compile       # bf16 autocast, compiled forward
     python benchmarks/train_profile.py --fraction 0.1 --imgsz 160 # a quick check
+    python benchmarks/train_profile.py --nan-fill                 # "before": deterministic mode's NaN filling on
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from train_vs_peer import DEFAULT_DATA, subset_data
 from yololab.anchor_loss import AnchorDetectionLoss
 from yololab.assigner import TaskAlignedAssigner
 from yololab.data import YoloDataset
+from yololab.engine import trainer as trainer_module
 from yololab.engine.trainer import Trainer
 from yololab.health import RunHealth
 from yololab.loss import DetectionLoss
@@ -124,6 +126,18 @@ def top_ops(prof: profile, n: int) -> list[tuple[str, float]]:
     return [(e.key, e.self_cpu_time_total / 1000) for e in events[:n]]
 
 
+def with_nan_fill(init_seeds: Callable) -> Callable:
+    """``init_seeds`` that leaves deterministic mode's NaN filling of new tensors on, as torch has it by default
+    (yololab turns it off since the first profile; this reproduces the profile from before)."""
+
+    @functools.wraps(init_seeds)
+    def call(seed: int = 0, deterministic: bool = True) -> None:
+        init_seeds(seed, deterministic)
+        torch.utils.deterministic.fill_uninitialized_memory = deterministic
+
+    return call
+
+
 def profile_epoch(args) -> tuple[profile, int]:
     """Train 2 epochs, profile the second; the profile and the epoch's number of steps."""
     with tempfile.TemporaryDirectory(prefix="train_profile-") as folder:
@@ -141,6 +155,8 @@ def _profile_epoch(args, work: Path) -> tuple[profile, int]:
         for label, owner, name in (*LABELLED, ("forward", *FORWARD[args.compile])):
             patch(stack, owner, name, functools.partial(labelled, label))
         patch(stack, Trainer, "_train_one_epoch", functools.partial(profiled_second_call, prof))
+        if args.nan_fill:
+            patch(stack, trainer_module, "init_seeds", with_nan_fill)
         trainer = Trainer(settings)
         trainer.train()
     return prof, len(trainer.train_loader)
@@ -158,6 +174,8 @@ def main() -> None:
     p.add_argument("--amp", default="auto", help="auto, false or bf16 (yololab train amp=)")
     p.add_argument("--compile", action="store_true", help="compile=true (the first, unprofiled epoch compiles)")
     p.add_argument("--val", action="store_true", help="validate after each epoch (adds the per-step gradient check)")
+    p.add_argument("--nan-fill", action="store_true",
+                   help="keep deterministic mode's NaN filling of new tensors on (the profile before it was removed)")
     p.add_argument("--top", type=int, default=10, help="also list the operators with the most self time")
     args = p.parse_args()
     if not args.data.is_file():

@@ -53,7 +53,7 @@ class C2f(nn.Module):
         self.m = nn.ModuleList(Bottleneck(self.c, self.c, shortcut, g, k=(3, 3), e=1.0) for _ in range(n))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = list(self.cv1(x).chunk(2, 1))
+        y = list(self.cv1(x).split((self.c, self.c), 1))  # one ONNX Split (chunk exports two Slices)
         for m in self.m:
             y.append(m(y[-1]))
         return self.cv2(torch.cat(y, 1))
