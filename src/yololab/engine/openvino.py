@@ -46,7 +46,7 @@ CPU_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
 # would waste half its codes). Every op is quantized but the head's box decoding (``box_decoding_scope``). Measured
 # drop of mAP50-95 from the float32 IR (benchmarks/int8_accuracy.py, 292 BCCD calibration images):
 #   yolov8n at 640: 0.18 points with the decoding in float32, 1.59 with it quantized;
-#   yolov5n-anchor at 320: 0.25 with it in float32, -0.15 quantized; PERFORMANCE (symmetric activations) 1.25.
+#   yolov5n-anchor at 320: 0.24 with it in float32, -0.15 quantized; PERFORMANCE (symmetric activations) 1.25.
 INT8_PRESET = "mixed"
 
 
