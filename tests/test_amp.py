@@ -98,6 +98,16 @@ def test_amp_bf16_is_refused_on_a_cpu_without_native_bf16(tmp_path, monkeypatch,
     assert "amp=bf16 needs CUDA or a CPU with native bfloat16" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("flags", "offer"), [(["avx512_bf16"], "this CPU has avx512_bf16: amp=bf16 trains faster"),
+                                              ([], "this CPU has no native bf16, where amp=bf16 is refused")])
+def test_amp_auto_trains_float32_on_cpu_and_says_whether_bf16_is_on_offer(tmp_path, monkeypatch, flags, offer):
+    monkeypatch.setattr(trainer_module, "native_bf16_flags", lambda: flags)
+    data = tiny_dataset(tmp_path / "data")
+    trainer = Trainer(tiny_settings(data, tmp_path / "runs"), model=DetectionModel(TINY_MODEL))
+    assert trainer.amp_dtype is None
+    assert trainer.amp_note.startswith(f"AMP: off, float32 (amp=auto on cpu; {offer}")
+
+
 @needs_native_bf16
 def test_one_epoch_with_amp_bf16_trains_and_saves_float32(tmp_path):
     data = tiny_dataset(tmp_path / "data")

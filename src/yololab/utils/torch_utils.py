@@ -65,23 +65,21 @@ def _jsonable_numpy_state(state: tuple) -> list:
     return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
-# What amp=auto does on CPU: float32 until the measurements in benchmarks/RESULTS.md (train_vs_peer.py's bf16 side)
-# show that bf16 autocast trains as accurately. Switching it to "bf16" also needs Trainer._amp to let auto fall back
-# to float32 on CPUs without native bf16, where it refuses amp=bf16.
-AUTO_CPU_AMP = "false"
-
-
 def resolve_amp(amp: str | bool, device_type: str) -> str:
     """What an ``amp`` setting (auto, true, false, bf16) does on a device type: ``"false"`` (float32), ``"true"``
-    (CUDA mixed precision: float16 with a gradient scaler, bfloat16 where the GPU has it) or ``"bf16"``."""
+    (CUDA mixed precision: float16 with a gradient scaler, bfloat16 where the GPU has it) or ``"bf16"``.
+
+    ``auto`` is ``true``: float32 on CPU, where bf16 stays an explicit choice. On BCCD bf16 trained as accurately as
+    float32 and faster (benchmarks/RESULTS.md, train_vs_peer), but only some CPUs have it natively, and a recipe
+    whose precision followed the machine would mix bf16 and float32 runs in one comparison resumed elsewhere."""
     amp = str(amp).lower()
     if amp == "auto":
-        amp = "true" if device_type == "cuda" else AUTO_CPU_AMP
+        amp = "true"
     return "false" if amp == "true" and device_type != "cuda" else amp
 
 
 def same_amp(a: str | bool, b: str | bool) -> bool:
-    """Whether two ``amp`` settings train alike on CPU and on CUDA (true and auto, while auto is float32 on CPU)."""
+    """Whether two ``amp`` settings train alike on CPU and on CUDA (true and auto do)."""
     return all(resolve_amp(a, device) == resolve_amp(b, device) for device in ("cpu", "cuda"))
 
 
