@@ -198,7 +198,7 @@ def table(by_seed: dict[int, dict[str, dict]], args) -> str:
             lines.append(f"| {seed} | {name} | {r['map50']:.3f} | {r['map']:.3f} | {aps} | {r['images_per_s']:.2f} |")
     with_peer: dict[int, dict] = {}  # seeds where one of our sides and the peer both ran
     for ours, theirs, theirs_label in ((OURS, peer, "peer"), (OURS_BF16, peer, "peer"), (OURS_BF16, OURS, OURS)):
-        both = {seed: rows for seed, rows in by_seed.items() if ours in rows and theirs in rows}
+        both = {seed: rows for seed, rows in sorted(by_seed.items()) if ours in rows and theirs in rows}
         if not both:
             continue
         if theirs == peer:
@@ -212,8 +212,8 @@ def table(by_seed: dict[int, dict[str, dict]], args) -> str:
             interval = f" [{diff.low:+.3f}, {diff.high:+.3f}] {diff.verdict}" if diff.n > 1 else ""
             lines.append(f"{label}: {ours} {sa.mean:.3f}±{sa.std:.3f}, {theirs_label} {sb.mean:.3f}±{sb.std:.3f} "
                          f"over {diff.n} seed(s); {ours} - {theirs_label} {diff.mean:+.3f}{interval}")
-        ratios = [r[ours]["images_per_s"] / r[theirs]["images_per_s"] for r in both.values()]
-        lines.append(f"throughput {ours} / {theirs_label}: " + ", ".join(f"x{x:.2f}" for x in ratios))
+        lines.append(f"throughput {ours} / {theirs_label}: " + ", ".join(
+            f"seed {s} x{r[ours]['images_per_s'] / r[theirs]['images_per_s']:.2f}" for s, r in both.items()))
     if with_peer:
         lines.append("peer's own reported numbers: " + ", ".join(
             f"seed {s}: mAP50 {r[peer]['peer_reported']['map50']:.3f}, mAP50-95 {r[peer]['peer_reported']['map']:.3f}"
