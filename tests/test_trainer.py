@@ -57,6 +57,19 @@ def test_train_writes_run_folder_and_safe_checkpoints(data, tmp_path):
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1"]  # a new table, not rows appended to the old one
 
 
+def test_a_config_dict_trains_to_the_same_weights_whatever_the_global_rng_state(data, tmp_path):
+    """YOLO(config dict) is rebuilt under the run's seed, as a YAML file is, not trained from construction-time
+    weights drawn from whatever state torch's global RNG was in."""
+    trained = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        yolo = YOLO(TINY_MODEL)
+        yolo.train(**tiny_settings(data, tmp_path, epochs=1, name=f"global-seed-{global_seed}"))
+        trained.append(yolo.model.state_dict())
+    for key, tensor in trained[0].items():
+        assert torch.equal(tensor, trained[1][key]), key
+
+
 def test_unknown_setting_is_an_error_with_a_suggestion(data, tmp_path):
     with pytest.raises(ConfigError, match="'epochs'"):
         run("train", {"data": str(data), "epoch": 1})

@@ -45,6 +45,7 @@ class YOLO:
             load_plugins(plugins)
         self.checkpoint: dict | None = None
         self.source = model if isinstance(model, (str, Path)) else None
+        self.config = model if isinstance(model, dict) else None  # train() rebuilds it under the run's seed
         if isinstance(model, nn.Module):
             self.model = model
         elif str(model).endswith(".pt"):
@@ -75,14 +76,15 @@ class YOLO:
         if len(dist.device_list(s.device)) > 1:
             raise ConfigError("multi-GPU training runs one process per GPU: use `yololab train ... device=0,1` "
                               "(or torchrun --nproc_per_node=N -m yololab train ...)")
-        # A YAML source is rebuilt for the dataset's classes; loaded or given modules train as they are.
+        # A YAML source or config dict is rebuilt under the run's seed for the dataset's classes; loaded or given
+        # modules train as they are.
         keep = self.source is None or self.checkpoint is not None
-        model = self.model if keep and not kwargs.get("model") and not s.resume else None
+        model = (self.config or self.model) if keep and not kwargs.get("model") and not s.resume else None
         result = Trainer(s, model=model).train()
         weights = Path(result["save_dir"]) / "weights"
         best = weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"
         self.checkpoint = load_checkpoint(best)
-        self.model, self.source = model_from_checkpoint(self.checkpoint), best
+        self.model, self.source, self.config = model_from_checkpoint(self.checkpoint), best, None
         return result
 
     def predict(self, source: Any, stream: bool = False, **kwargs: Any):

@@ -75,12 +75,13 @@ EpochHook = Callable[["Trainer"], None]
 class Trainer:
     """Train a DetectionModel from ``yololab train`` settings (typed ``Settings``, or a mapping of keys to validate).
 
-    ``model`` may be given as an ``nn.Module`` (e.g. from ``YOLO(...)``); otherwise ``settings["model"]`` is a
-    model YAML or a checkpoint whose weights are the starting point. ``on_epoch_end`` hooks run after each
+    ``model`` may be given as an ``nn.Module`` (e.g. from ``YOLO(...)``), which trains from its weights, or as a model
+    config dict, built like a YAML file under the run's seed; otherwise ``settings["model"]`` is a model YAML or a
+    checkpoint whose weights are the starting point. ``on_epoch_end`` hooks run after each
     epoch's checkpoint is written (rank 0 and other ranks alike).
     """
 
-    def __init__(self, settings: Mapping[str, Any], model: nn.Module | None = None,
+    def __init__(self, settings: Mapping[str, Any], model: nn.Module | dict | None = None,
                  on_epoch_end: list[EpochHook] | None = None):
         settings = settings if isinstance(settings, Settings) else cfg_settings("train", settings)
         self.resume_ckpt: dict | None = None
@@ -148,14 +149,14 @@ class Trainer:
                 self.log(f"removed {path}, left by an interrupted write")
         return lock
 
-    def _build_model(self, model: nn.Module | None) -> DetectionModel:
+    def _build_model(self, model: nn.Module | dict | None) -> DetectionModel:
         source = self.args.model
         if self.resume_ckpt is not None:
             model = DetectionModel(self.resume_ckpt["meta"]["model_yaml"])
         elif model is None and str(source).endswith(".pt"):
             model = model_from_checkpoint(source)  # its weights are the starting point
-        elif model is None:
-            model = DetectionModel(source, nc=self.data.nc)
+        elif model is None or isinstance(model, dict):
+            model = DetectionModel(source if model is None else model, nc=self.data.nc)
         if model.nc != self.data.nc:  # same architecture, the dataset's classes: keep the tensors that fit
             old, model = model, DetectionModel(model.yaml, nc=self.data.nc)
             self._report_transfer(model, old.state_dict(), f"the {old.nc}-class model")
