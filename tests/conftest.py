@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import socket
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -15,6 +18,19 @@ SHARED = ROOT.parent / "shared"
 FIRST_ABLATION_RUNS = ROOT / "benchmarks" / "records" / "ablation-bccd-v1" / "runs"
 # the re-run after the fix (validated model recalibrated to its own weights), same models, seeds and recipe
 ABLATION_RUNS = ROOT / "benchmarks" / "ablation-bccd" / "runs"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script ``benchmarks/<name>.py`` as a module (its sibling helpers, e.g. ``_tables``, importable)."""
+    benchmarks = str(ROOT / "benchmarks")
+    spec = importlib.util.spec_from_file_location(name, f"{benchmarks}/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, benchmarks)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(benchmarks)
+    return module
 
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0", "")

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import copy
 import functools
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from conftest import load_benchmark
 from model_checks import assert_fuses_and_exports
 from yololab.nn import DetectionModel, ModelConfigError, load_model_yaml
 from yololab.nn.conv import make_act
 from yololab.nn.elan import EELAN, ELAN, ELANH, SPPCSPC, ConvAct, EELANSum, MPConv
 from yololab.nn.parse import build_layers
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ["yolov7-tiny-af.yaml", "yolov7-af.yaml", "yolov8n-elan.yaml", "yolov8n-prn.yaml"]
 
 
@@ -155,18 +152,6 @@ def test_elan_hidden_width_scales_with_the_model():
     assert elan.cv1.conv.out_channels == 16 and elan.cv3.conv.out_channels == 32
 
 
-def _load_gradient_path_table():
-    benchmarks = str(REPO / "benchmarks")
-    spec = importlib.util.spec_from_file_location("gradient_path_table", f"{benchmarks}/gradient_path_table.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, benchmarks)  # the script imports its sibling helper module _tables
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(benchmarks)
-    return module
-
-
 @functools.lru_cache(maxsize=None)
 def _built(cfg: str) -> DetectionModel:
     """One shared instance per config (tests that change it work on a deepcopy)."""
@@ -175,7 +160,7 @@ def _built(cfg: str) -> DetectionModel:
 
 
 def test_yolov7_row_channels_match_the_official_layout():
-    table = _load_gradient_path_table()
+    table = load_benchmark("gradient_path_table")
     ours = [row.channels for row in _built("yolov7-af.yaml").table]
     _, _, official_rows, _ = build_layers(table.official_yolov7_cfg())
     for i, rows in table.OUR_TO_OFFICIAL.items():
@@ -184,7 +169,7 @@ def test_yolov7_row_channels_match_the_official_layout():
 
 def test_yolov7_matches_the_official_rows_in_strides_and_outputs():
     """Narrowed to width 0.25 (same wiring, 1/16 of the cost): strides agree and copied weights give equal outputs."""
-    table = _load_gradient_path_table()
+    table = load_benchmark("gradient_path_table")
     narrow = {"width_multiple": 0.25}
     ours = DetectionModel({**load_model_yaml("yolov7-af.yaml"), **narrow})
     official = DetectionModel({**table.official_yolov7_cfg(), **narrow})
@@ -206,7 +191,7 @@ TINY_OURS = {7: 2, 14: 4, 21: 6, 28: 8, 37: 9, 47: 14, 57: 19, 65: 22, 73: 25, 7
 
 def test_yolov7_tiny_stage_outputs_match_the_official_layout_and_use_leaky_relu():
     model = _built("yolov7-tiny-af.yaml")
-    shapes = _load_gradient_path_table().row_shapes(model, 64)
+    shapes = load_benchmark("gradient_path_table").row_shapes(model, 64)
     for official_row, ours in TINY_OURS.items():
         assert shapes[ours] == TINY_OFFICIAL[official_row], f"our row {ours} vs official row {official_row}"
     body_acts = [m for m in model.model[:-1].modules() if isinstance(m, (nn.SiLU, nn.LeakyReLU, nn.ReLU))]

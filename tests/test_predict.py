@@ -10,29 +10,22 @@ import pytest
 import torch
 from filelock import FileLock
 
+from conftest import load_benchmark
 from tiny_training import TINY_MODEL
 from yololab import YOLO
 from yololab.checkpoint import save_checkpoint
 from yololab.cli import main
-from yololab.data import make_large_scene, make_synthetic
+from yololab.data import make_large_scene
 from yololab.engine.exporter import export
 from yololab.engine.predictor import expand_source, merge_detections, predict, slice_windows, sliced_predict
 from yololab.engine.results import Results
 from yololab.errors import UserError
 from yololab.metrics import yolo_ground_truth
 from yololab.nn import DetectionModel
-from yololab.ops import box_iou
 from yololab.plots import PALETTE
 
 NAMES = {0: "circle", 1: "square", 2: "triangle", 3: "cross"}
-# Two detection levels (strides 8, 16) and reg_max 4: small enough to train in seconds on 2 CPU cores.
-SMALL_OBJECT_MODEL = {
-    "nc": 4, "reg_max": 4,
-    "backbone": [[-1, 1, "Conv", [8, 3, 2]], [-1, 1, "Conv", [16, 3, 2]], [-1, 1, "C2f", [16, True]],
-                 [-1, 1, "Conv", [32, 3, 2]], [-1, 1, "C2f", [32, True]], [-1, 1, "Conv", [32, 3, 2]],
-                 [-1, 1, "C2f", [32, True]]],
-    "head": [[[4, 6], 1, "Detect", ["nc"]]],
-}
+SLICED_RECALL = load_benchmark("sliced_recall")  # the small-object detector and its recall
 
 
 def confident_model() -> DetectionModel:
@@ -215,41 +208,25 @@ def test_merge_detections_is_class_wise():
 
 @pytest.fixture(scope="module")
 def small_object_checkpoint(tmp_path_factory, worker_id):
-    """A tiny detector trained on 128 px synthetic images of 8-28 px objects (trained once per test session)."""
+    """The tiny detector of benchmarks/sliced_recall.py, trained once per test session."""
     root = tmp_path_factory.getbasetemp()
     root = root if worker_id == "master" else root.parent  # shared by this session's xdist workers
     with FileLock(str(root / "small-objects.lock")):
         ckpt = root / "small-objects" / "weights" / "last.pt"
         if not ckpt.is_file():
-            data = make_synthetic(root / "small-objects-data", n_train=64, n_val=8, imgsz=128, objects=(3, 8),
-                                  small_share=1.0)
-            threads = torch.get_num_threads()
-            try:  # one thread: the same weights on any machine (and no oversubscription under xdist)
-                YOLO(SMALL_OBJECT_MODEL).train(data=str(data), imgsz=128, epochs=30, batch=16, optimizer="AdamW",
-                                               lr0=0.004, mosaic=0.0, close_mosaic=0, warmup_epochs=1, amp=False,
-                                               workers=0, device="cpu", val=False, plots=False, project=str(root),
-                                               name="small-objects", exist_ok=True, verbose=False, threads=1)
-            finally:
-                torch.set_num_threads(threads)
+            SLICED_RECALL.train_small_object_detector(root)
     return ckpt
-
-
-def recall(gt: torch.Tensor, det: torch.Tensor, iou: float = 0.5) -> float:
-    """Share of ground-truth boxes matched by some detection at ``iou``."""
-    if not len(det):
-        return 0.0
-    return (box_iou(gt, det[:, :4]).max(1).values >= iou).float().mean().item()
 
 
 @pytest.mark.slow
 def test_sliced_inference_finds_small_objects_that_whole_image_misses(small_object_checkpoint, tmp_path, capsys):
     model = YOLO(small_object_checkpoint).model
-    img, _, boxes = make_large_scene(1024, 1024, n_objects=40, object_px=(12, 24), seed=0)
+    img, _, boxes = make_large_scene(1024, 1024, seed=0, **SLICED_RECALL.SCENE)
     gt = torch.from_numpy(boxes)
     whole = predict(model, img, imgsz=128, conf=0.1)[0].boxes.data
     sliced = sliced_predict(model, img, imgsz=128, slice=128, overlap=0.2, conf=0.1)
-    assert recall(gt, whole) == 0.0  # 12-24 px objects shrink to 1.5-3 px at 128
-    assert recall(gt, sliced) >= 0.6  # 0.70 measured (docs/predict-export.md); a broken tiling finds next to none
+    assert SLICED_RECALL.recall(gt, whole) == 0.0  # 12-24 px objects shrink to 1.5-3 px at 128
+    assert SLICED_RECALL.recall(gt, sliced) >= 0.6  # 0.70 measured (docs/predict-export.md); a broken tiling finds next to none
     cv2.imwrite(str(tmp_path / "scene.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     args = ["predict", f"model={small_object_checkpoint}", f"source={tmp_path / 'scene.png'}", "imgsz=128", "conf=0.1",
             "slice=128", "overlap=0.2", "save=false", "json=true"]
